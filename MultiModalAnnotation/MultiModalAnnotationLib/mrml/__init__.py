@@ -1,0 +1,1 @@
+"""Scene adapters of MultiModalAnnotation (templates -> segmentations, documents <-> nodes)."""

@@ -1,0 +1,1 @@
+"""Scene adapters of QCMetrics (results <-> table nodes)."""

@@ -1,0 +1,579 @@
+"""RTSSBridge: DICOM series and NIfTI images into the scene, with admission problems listed.
+
+Thin Slicer layer (ARCHITECTURE.md, layer 3) over ``RTSSBridgeLib`` (the core) and
+``RTSSBridgeLib.mrml`` (the scene adapters). Also the home of the extension's first-use
+dependency check (:func:`ensureRequirements`), which the other two modules import.
+
+This file must stay valid Python 3.9 (Slicer 5.8) and is read by ``parameterNodeWrapper``,
+which evaluates annotations at run time: ``typing.Optional``/``List``, no ``X | Y``.
+"""
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+#: Called with (done, total) by long operations; may raise :class:`OperationCancelled`.
+ProgressCallback = Callable[[int, int], None]
+
+HOMEPAGE = "https://github.com/mmanno/SlicerMultiModalAnnotation"
+
+
+#
+# First-use dependencies (shared by the three modules of the extension)
+#
+
+#: Requirement names whose import name differs from the distribution name.
+_IMPORT_NAMES = {"pyyaml": "yaml", "scikit-image": "skimage", "pillow": "PIL", "python-dateutil": "dateutil"}
+_requirementsState = {"satisfied": False}
+
+
+class OperationCancelled(Exception):
+    """The user pressed Cancel in a progress dialog. Nothing more is loaded; what was already
+    added to the scene stays."""
+
+
+def requirementsPath() -> str:
+    """The extension's ``Resources/requirements.txt``.
+
+    Installed, every scripted module of the extension sits in one folder and the shared
+    ``Resources`` folder is beside them; in the source tree it is one level up from here.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = (os.path.join(here, "Resources", "requirements.txt"),
+                  os.path.join(here, os.pardir, "Resources", "requirements.txt"))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return os.path.normpath(candidate)
+    raise FileNotFoundError(f"requirements.txt not found; looked in {[os.path.normpath(c) for c in candidates]}")
+
+
+def readRequirements(path: str) -> List[str]:
+    """Requirement specifiers of a requirements file (comments, blank lines and options skipped)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    return [line for line in lines if line and not line.startswith("-")]
+
+
+def _requirementName(requirement: str) -> str:
+    name = requirement.split(";", 1)[0]
+    for separator in "<>=!~[ @":
+        name = name.split(separator, 1)[0]
+    return name.strip()
+
+
+def missingRequirements(requirements: Sequence[str]) -> List[str]:
+    """The requirements that are not satisfied in this Python.
+
+    A requirement is missing when its module cannot be found (``importlib.util.find_spec``) or,
+    when ``packaging`` is available (Slicer ships it), when the installed version is outside
+    the specifier. A module that imports but has no distribution metadata is accepted.
+    """
+    missing = []
+    for requirement in requirements:
+        name = _requirementName(requirement)
+        module = _IMPORT_NAMES.get(name.lower(), name.replace("-", "_"))
+        if importlib.util.find_spec(module) is None:
+            missing.append(requirement)
+            continue
+        try:
+            from packaging.requirements import Requirement
+
+            parsed = Requirement(requirement)
+            installed = importlib.metadata.version(parsed.name)
+        except ImportError:  # no packaging, or no metadata (PackageNotFoundError is an ImportError)
+            continue
+        if parsed.specifier and not parsed.specifier.contains(installed, prereleases=True):
+            missing.append(requirement)
+    return missing
+
+
+def _hasMainWindow() -> bool:
+    app = getattr(slicer, "app", None)
+    return app is not None and not app.commandOptions().noMainWindow
+
+
+def ensureRequirements(requester: str = "MultiModalAnnotation", interactive: Optional[bool] = None) -> bool:
+    """Install the missing packages of ``Resources/requirements.txt`` with ``slicer.util.pip_install``.
+
+    Must run before any ``*Lib`` import. With a main window the user confirms first (a dialog
+    listing the packages); without one (``--no-main-window``, tests) a log line says what is
+    installed. Returns False when the user declines; raises ``RuntimeError`` when packages are
+    still missing after installation.
+    """
+    requirements = readRequirements(requirementsPath())
+    missing = missingRequirements(requirements)
+    if not missing:
+        return True
+    if interactive is None:
+        interactive = _hasMainWindow()
+    packages = ", ".join(missing)
+    if interactive:
+        question = _("{requester} needs Python packages that are not installed yet:\n\n{packages}\n\n"
+                     "Install them now? This needs an internet connection and may take a minute.")
+        if not slicer.util.confirmOkCancelDisplay(question.format(requester=requester, packages=packages),
+                                                  windowTitle=_("Install Python packages")):
+            return False
+        with slicer.util.WaitCursor():
+            slicer.util.pip_install(missing)
+    else:
+        logging.info(f"{requester}: installing missing Python packages: {packages}")
+        slicer.util.pip_install(missing)
+    importlib.invalidate_caches()
+    still = missingRequirements(requirements)
+    if still:
+        raise RuntimeError(f"{requester}: Python packages still missing after installation: {', '.join(still)}")
+    return True
+
+
+def requireCore(requester: str = "MultiModalAnnotation") -> None:
+    """Ensure the requirements once per session, before importing a ``*Lib`` package."""
+    if _requirementsState["satisfied"]:
+        return
+    if not ensureRequirements(requester):
+        raise RuntimeError(f"{requester} cannot run without its Python packages "
+                           f"({', '.join(readRequirements(requirementsPath()))}); they were not installed")
+    _requirementsState["satisfied"] = True
+
+
+def progressReporter(dialog: Any) -> ProgressCallback:
+    """A progress callback that drives a ``qt.QProgressDialog`` and honours its Cancel button."""
+
+    def report(done: int, total: int) -> None:
+        dialog.maximum = max(int(total), 1)
+        dialog.value = int(done)
+        slicer.app.processEvents()
+        if dialog.wasCanceled:
+            raise OperationCancelled()
+
+    return report
+
+
+def showVolumes(nodes: Sequence[Any]) -> None:
+    """Show the first image volume as background and the first labelmap as label layer."""
+    images = [n for n in nodes if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+    labels = [n for n in nodes if n.IsA("vtkMRMLLabelMapVolumeNode")]
+    if images or labels:
+        slicer.util.setSliceViewerLayers(background=images[0] if images else "keep-current",
+                                         label=labels[0] if labels else "keep-current", fit=True)
+
+
+def runScenarios(testCase: Any, scenarios: Mapping[str, Callable[[Any, str], None]]) -> None:
+    """Run scenario functions (``scenario_<name>(scene, workdir)``) against ``slicer.mrmlScene``,
+    each in a fresh scene state and a temporary folder that is removed afterwards."""
+    for name, scenario in scenarios.items():
+        testCase.delayDisplay(f"Scenario {name}")
+        slicer.mrmlScene.Clear()
+        workdir = tempfile.mkdtemp(prefix=f"mmanno-{name}-")
+        try:
+            scenario(slicer.mrmlScene, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+#
+# RTSSBridge
+#
+
+
+class RTSSBridge(ScriptedLoadableModule):
+    """Module description for the module selector and the help panel."""
+
+    def __init__(self, parent: Any) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("RTSS Bridge")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "MultiModalAnnotation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MultiModalAnnotation developers"]
+        self.parent.helpText = _(
+            "Load DICOM series and NIfTI images into the scene with their exact geometry, and list every "
+            "problem found on the way (missing or duplicated slices, split series, undecodable compression, "
+            "files that are not DICOM). NIfTI files can be loaded as image or labelmap volumes. "
+            'See the <a href="{homepage}#rtssbridge">module documentation</a>.'
+        ).format(homepage=HOMEPAGE)
+        self.parent.acknowledgementText = _(
+            "Part of the MultiModalAnnotation extension. RT Structure Sets are loaded through SlicerRT "
+            "in the DICOM browser."
+        )
+
+
+#
+# RTSSBridgeParameterNode
+#
+
+
+@parameterNodeWrapper
+class RTSSBridgeParameterNode:
+    """
+    loadNiftiAsLabelmap - load a NIfTI file as a labelmap volume instead of an image volume.
+    """
+
+    loadNiftiAsLabelmap: bool = False
+
+
+#
+# RTSSBridgeWidget
+#
+
+
+class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Inspect a DICOM folder or NIfTI file, then load all or the selected series."""
+
+    def __init__(self, parent: Any = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Any = None  # RTSSBridgeLogic once set up; the contract tests check its use
+        self._parameterNode: Any = None  # a RTSSBridgeParameterNode while the widget is shown
+        self._parameterNodeGuiTag: Any = None
+        self._inspected: List[Dict[str, Any]] = []
+        self._inspectedPath = ""
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/RTSSBridge.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = RTSSBridgeLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.inputPathLineEdit.connect("currentPathChanged(QString)", self.onInputPathChanged)
+        self.ui.browseFolderButton.connect("clicked(bool)", self.onBrowseFolderButton)
+        self.ui.inspectButton.connect("clicked(bool)", self.onInspectButton)
+        self.ui.seriesTableWidget.connect("itemSelectionChanged()", self.onSeriesSelectionChanged)
+        self.ui.loadSelectedButton.connect("clicked(bool)", self.onLoadSelectedButton)
+        self.ui.loadAllButton.connect("clicked(bool)", self.onLoadAllButton)
+
+        self.initializeParameterNode()
+        self._updateButtons()
+        # Offer to install missing packages when the module is first opened, not at the first click.
+        with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
+            requireCore(_("RTSS Bridge"))
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        if self.logic is not None:
+            self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Any) -> None:
+        """Bind the GUI to a RTSSBridgeParameterNode (or to nothing, with None)."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+    # ------------------------------------------------------------------ state
+    def _currentPath(self) -> str:
+        return str(self.ui.inputPathLineEdit.currentPath or "").strip()
+
+    def _selectedRows(self) -> List[int]:
+        return sorted({index.row() for index in self.ui.seriesTableWidget.selectionModel().selectedRows()})
+
+    def _updateButtons(self) -> None:
+        path = self._currentPath()
+        self.ui.inspectButton.enabled = bool(path) and os.path.exists(path)
+        inspected = bool(self._inspected) and self._inspectedPath == path
+        self.ui.loadAllButton.enabled = inspected
+        self.ui.loadSelectedButton.enabled = inspected and bool(self._selectedRows())
+
+    # ------------------------------------------------------------------ slots
+    def onInputPathChanged(self, path: str) -> None:
+        if path != self._inspectedPath:
+            self._inspected = []
+            self.ui.seriesTableWidget.setRowCount(0)
+            self.ui.problemsListWidget.clear()
+            self.ui.statusLabel.text = ""
+        self._updateButtons()
+
+    def onBrowseFolderButton(self) -> None:
+        import qt
+
+        start = self._currentPath() or os.path.expanduser("~")
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Choose a DICOM folder"), start)
+        if folder:
+            self.ui.inputPathLineEdit.currentPath = folder
+
+    def onInspectButton(self) -> None:
+        path = self._currentPath()
+        self.ui.inputPathLineEdit.addCurrentPathToHistory()
+        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), maximum=0,
+                                                  labelText=_("Reading headers..."), windowTitle=_("Inspect"))
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Failed to inspect {path}.").format(path=path), waitCursor=True):
+                try:
+                    entries = self.logic.inspect(path, progress=progressReporter(dialog))
+                except OperationCancelled:
+                    self.ui.statusLabel.text = _("Inspection cancelled.")
+                    return
+                self._inspected = entries
+                self._inspectedPath = path
+                self._showInspection()
+        finally:
+            dialog.close()
+            self._updateButtons()
+
+    def onSeriesSelectionChanged(self) -> None:
+        self._showProblems()
+        self._updateButtons()
+
+    def onLoadSelectedButton(self) -> None:
+        rows = self._selectedRows()
+        self._load([(self._inspected[r]["series_uid"], int(self._inspected[r]["part"])) for r in rows])
+
+    def onLoadAllButton(self) -> None:
+        self._load(None)
+
+    # ------------------------------------------------------------------ helpers
+    def _load(self, series: Optional[List[Tuple[str, int]]]) -> None:
+        path = self._inspectedPath
+        labelmap = bool(self._parameterNode.loadNiftiAsLabelmap) if self._parameterNode else False
+        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), maximum=0,
+                                                  labelText=_("Reading voxels..."), windowTitle=_("Load"))
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Failed to load {path}.").format(path=path), waitCursor=True):
+                try:
+                    nodes = self.logic.load(path, series=series, labelmap=labelmap, progress=progressReporter(dialog))
+                except OperationCancelled:
+                    self.ui.statusLabel.text = _("Loading cancelled; volumes loaded before are kept.")
+                    return
+                dialog.close()
+                showVolumes(nodes)
+                names = ", ".join(node.GetName() for node in nodes)
+                self.ui.statusLabel.text = _("Loaded {count} volume(s): {names}").format(count=len(nodes), names=names)
+        finally:
+            dialog.close()
+
+    def _seriesLabel(self, entry: Mapping[str, Any]) -> str:
+        label = entry.get("series_description") or (entry.get("series_uid") or "")[-12:] or "-"
+        if int(entry.get("n_parts", 1)) > 1:
+            label += " " + _("(part {part} of {count})").format(part=entry["part"], count=entry["n_parts"])
+        return str(label)
+
+    def _showInspection(self) -> None:
+        import qt
+
+        table = self.ui.seriesTableWidget
+        table.setRowCount(len(self._inspected))
+        for row, entry in enumerate(self._inspected):
+            cells = [
+                self._seriesLabel(entry),
+                entry.get("modality") or "-",
+                " x ".join(str(v) for v in entry["shape"]),
+                " x ".join(f"{v:.4g}" for v in entry["spacing_mm"]),
+                str(len(entry["problems"])),
+            ]
+            for column, text in enumerate(cells):
+                item = qt.QTableWidgetItem(text)
+                item.setToolTip(entry.get("series_uid") or entry.get("series_description") or "")
+                table.setItem(row, column, item)
+        table.resizeColumnsToContents()
+        self._showProblems()
+        n_problems = sum(len(e["problems"]) for e in self._inspected)
+        self.ui.statusLabel.text = _("{count} series found, {problems} problem(s) reported.").format(
+            count=len(self._inspected), problems=n_problems)
+
+    def _showProblems(self) -> None:
+        rows = self._selectedRows() or list(range(len(self._inspected)))
+        self.ui.problemsListWidget.clear()
+        for row in rows:
+            entry = self._inspected[row]
+            for problem in entry["problems"]:
+                files = ", ".join(os.path.basename(f) for f in problem["files"][:3])
+                more = f" +{len(problem['files']) - 3}" if len(problem["files"]) > 3 else ""
+                where = f" ({files}{more})" if files else ""
+                line = f"[{problem['severity']}] {problem['code']}: {problem['message']}{where}"
+                self.ui.problemsListWidget.addItem(f"{self._seriesLabel(entry)}: {line}")
+
+
+#
+# RTSSBridgeLogic
+#
+
+
+class RTSSBridgeLogic(ScriptedLoadableModuleLogic):
+    """Headless entry points of the module: inspect and load. Usable from other modules and the
+    Python console; the scene defaults to ``slicer.mrmlScene``."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> Any:
+        """The module's parameters, typed (RTSSBridgeParameterNode)."""
+        return RTSSBridgeParameterNode(super().getParameterNode())  # type: ignore[call-arg]  # the decorator adds it
+
+    def isNifti(self, path: str) -> bool:
+        """True for an existing ``.nii`` / ``.nii.gz`` file."""
+        requireCore()
+        from RTSSBridgeLib.nifti import is_nifti_path
+
+        return os.path.isfile(path) and is_nifti_path(path)
+
+    def inspect(self, path: str, progress: Optional[ProgressCallback] = None) -> List[Dict[str, Any]]:
+        """One entry per series (or per NIfTI file), as ``mmanno inspect --headers-only --json``
+        prints it: UIDs, modality, shape, spacing, origin, direction and problems. Raises the
+        core's ``InputError`` when nothing can be loaded."""
+        requireCore()
+        from RTSSBridgeLib.cli import inspect_path
+
+        return inspect_path(str(path), read_voxels=False, progress=progress)
+
+    def load(self, path: str, series: Optional[Sequence[Tuple[str, int]]] = None, labelmap: bool = False,
+             progress: Optional[ProgressCallback] = None, scene: Any = None) -> List[Any]:
+        """Load a NIfTI file (one node) or the DICOM series of a folder (one node per series)."""
+        if self.isNifti(path):
+            return [self.loadNifti(path, labelmap=labelmap, scene=scene)]
+        return self.loadDicom(path, series=series, progress=progress, scene=scene)
+
+    def loadNifti(self, path: str, labelmap: bool = False, scene: Any = None) -> Any:
+        """A scalar volume node (or a labelmap volume node) for a NIfTI file."""
+        requireCore()
+        from RTSSBridgeLib.mrml.volumes import volume_node_from_nifti
+        from RTSSBridgeLib.nifti import read_nifti
+
+        image = read_nifti(path)
+        for problem in image.problems:
+            logging.warning(f"{path}: {problem.code.value}: {problem.message}")
+        return volume_node_from_nifti(scene if scene is not None else slicer.mrmlScene, image, label_map=labelmap)
+
+    def loadDicom(self, path: str, series: Optional[Sequence[Tuple[str, int]]] = None,
+                  progress: Optional[ProgressCallback] = None, scene: Any = None) -> List[Any]:
+        """Volume nodes for the series of a DICOM folder.
+
+        ``series`` lists ``(SeriesInstanceUID, part)`` pairs as :meth:`inspect` reports them;
+        ``None`` loads every series that can be decoded (the others are logged and skipped).
+        Raises ``ValueError`` when a requested series is no longer in the folder or nothing
+        can be loaded.
+        """
+        requireCore()
+        from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
+        from RTSSBridgeLib.mrml.volumes import volume_node_from_dicom
+        from RTSSBridgeLib.problems import ProblemCode
+
+        target = scene if scene is not None else slicer.mrmlScene
+        scan = scan_dicom(path)
+        if series is None:
+            chosen = [s for s in scan.series
+                      if not any(p.code == ProblemCode.UNDECODABLE_TRANSFER_SYNTAX for p in s.problems)]
+            for skipped in scan.series:
+                if skipped not in chosen:
+                    logging.warning(f"{path}: series {skipped.series_uid} part {skipped.part} skipped: "
+                                    "its transfer syntax cannot be decoded here")
+        else:
+            by_key = {(s.series_uid, s.part): s for s in scan.series}
+            wanted = [(str(uid), int(part)) for uid, part in series]
+            gone = [key for key in wanted if key not in by_key]
+            if gone:
+                raise ValueError(f"{path}: series {gone} not found any more; inspect the folder again")
+            chosen = [by_key[key] for key in wanted]
+        if not chosen:
+            raise ValueError(f"{path}: no loadable image series among {scan.n_files} file(s)")
+        total = sum(len(s.frames) for s in chosen)
+        nodes = []
+        done = 0
+        for s in chosen:
+
+            def step(k: int, _n: int, base: int = done) -> None:
+                if progress is not None:
+                    progress(base + k, total)
+
+            nodes.append(volume_node_from_dicom(target, read_volume(s, step)))
+            done += len(s.frames)
+        return nodes
+
+
+#
+# RTSSBridgeTest
+#
+
+
+class RTSSBridgeTest(ScriptedLoadableModuleTest):
+    """Runs the scenarios of ``RTSSBridgeLib.mrml.scenarios`` (the same functions pytest runs)
+    and the Logic's inspect/load path."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_RTSSBridgeScenarios()
+        self.setUp()
+        self.test_RTSSBridgeLogicInspectAndLoad()
+
+    def test_RTSSBridgeScenarios(self) -> None:
+        requireCore()
+        from RTSSBridgeLib.mrml.scenarios import scenarios
+
+        runScenarios(self, scenarios())
+        self.delayDisplay("Scenarios passed")
+
+    def test_RTSSBridgeLogicInspectAndLoad(self) -> None:
+        requireCore()
+        from pathlib import Path
+
+        from RTSSBridgeLib.mrml.scenarios import write_oblique_ct_series, write_oblique_nifti
+
+        logic = RTSSBridgeLogic()
+        workdir = tempfile.mkdtemp(prefix="mmanno-rtssbridge-logic-")
+        try:
+            written = write_oblique_ct_series(Path(workdir) / "ct")
+            folder = str(written["folder"])
+            entries = logic.inspect(folder)
+            self.assertEqual(len(entries), 1)
+            self.assertEqual(entries[0]["modality"], "CT")
+            self.assertEqual(entries[0]["shape"], [7, 5, 4])
+            self.assertEqual(entries[0]["series_uid"], written["series_uid"])
+            key = (entries[0]["series_uid"], entries[0]["part"])
+            nodes = logic.load(folder, series=[key])
+            self.assertEqual(len(nodes), 1)
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 1)
+            with self.assertRaises(ValueError):
+                logic.load(folder, series=[("1.2.3.4", 1)])
+
+            nifti = write_oblique_nifti(Path(workdir) / "nifti" / "labels.nii.gz")
+            entries = logic.inspect(str(nifti["path"]))
+            self.assertEqual(entries[0]["shape"], [6, 5, 4])
+            (label,) = logic.load(str(nifti["path"]), labelmap=True)
+            self.assertTrue(label.IsA("vtkMRMLLabelMapVolumeNode"))
+            (image,) = logic.load(str(nifti["path"]), labelmap=False)
+            self.assertFalse(image.IsA("vtkMRMLLabelMapVolumeNode"))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.delayDisplay("Logic inspect and load passed")
+

@@ -1,0 +1,34 @@
+"""UID generation: the one place where the project makes DICOM UIDs (STYLE habit 10).
+
+Deterministic UIDs (sample cases, keyed pseudonyms) are derived from their inputs with
+SHA-512 under the ``2.25`` root (DICOM PS3.5 B.2: a UUID-derived decimal), exactly as
+``pydicom.uid.generate_uid(prefix=None, entropy_srcs=...)`` does; random UIDs use the same root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+_MAX_UID_LENGTH = 64
+
+
+def deterministic_uid(*parts: object) -> str:
+    """A ``2.25.<decimal>`` UID that depends only on ``parts`` (stable across runs and machines)."""
+    digest = hashlib.sha512("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    value = int.from_bytes(digest[:16], "big")  # 128 bits like a UUID
+    uid = f"2.25.{value}"
+    assert len(uid) <= _MAX_UID_LENGTH
+    return uid
+
+
+def new_uid() -> str:
+    """A fresh random UID (``2.25.<uuid4 as decimal>``)."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def is_valid_uid(uid: str) -> bool:
+    """True when ``uid`` follows DICOM PS3.5 §9.1: digits and dots, no leading zeros, ≤ 64 chars."""
+    if not uid or len(uid) > _MAX_UID_LENGTH:
+        return False
+    return all(c.isdigit() and (len(c) == 1 or c[0] != "0") for c in uid.split("."))

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The project's two set-up commands (README): every step installs what it needs itself.
+#   Testing/dev.sh demo [OUT]     the main job: headless pipeline on a generated sample case -> OUT/report.html
+#   Testing/dev.sh test [ARGS]    ruff, mypy on the cores, pytest (Python 3.11+ with slicer-core), then the
+#                                 core tests again on Python 3.9 (the Python of Slicer 5.8) when it exists
+#   Testing/dev.sh bench          the benchmarks in benchmarks/
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV=${MMANNO_VENV:-$ROOT/.venv}
+PYTHON=${MMANNO_PYTHON:-}
+
+pick_python() {
+  if [ -n "$PYTHON" ]; then echo "$PYTHON"; return; fi
+  for candidate in python3.11 python3.12 python3.10 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+      echo "$candidate"; return
+    fi
+  done
+  echo "no Python >= 3.10 found (set MMANNO_PYTHON)" >&2; exit 2
+}
+
+# setup VENV PYTHON EXTRAS: create the environment and (re)install the project when pyproject.toml changed.
+setup() {
+  local venv=$1 python=$2 extras=$3
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "creating $venv with $python" >&2
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+  fi
+  local stamp="$venv/.mmanno-installed"
+  local want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1)-$extras"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "installing mmanno[$extras] into $venv" >&2
+    "$venv/bin/python" -m pip install -q -e ".[$extras]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  demo)
+    setup "$VENV" "$(pick_python)" dev
+    out=${1:-output/demo-$(date +%Y%m%d-%H%M%S)}
+    exec "$VENV/bin/mmanno" demo --out "$out"
+    ;;
+  test)
+    setup "$VENV" "$(pick_python)" dev
+    echo "== ruff" >&2
+    "$VENV/bin/ruff" check .
+    echo "== mypy (cores)" >&2
+    "$VENV/bin/mypy" RTSSBridge/RTSSBridgeLib MultiModalAnnotation/MultiModalAnnotationLib QCMetrics/QCMetricsLib
+    echo "== pytest" >&2
+    "$VENV/bin/python" -m pytest -n 2 --dist loadfile -q "$@"
+    if command -v python3.9 >/dev/null 2>&1 && [ -z "${MMANNO_SKIP_PY39:-}" ]; then
+      echo "== pytest on Python 3.9 (cores; scene tests need slicer-core, which has no 3.9 wheel)" >&2
+      setup "${VENV}39" python3.9 dev
+      "${VENV}39/bin/python" -m pytest -n 2 --dist loadfile -q -m "not slicer" "$@"
+    else
+      echo "== Python 3.9 not found: the 3.9 leg did not run" >&2
+    fi
+    ;;
+  bench)
+    setup "$VENV" "$(pick_python)" dev
+    for b in benchmarks/bench_*.py; do "$VENV/bin/python" "$b" "$@"; done
+    ;;
+  *)
+    echo "usage: Testing/dev.sh demo [OUT] | test [pytest args] | bench" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,176 @@
+"""NIfTI read/write with the exact affine (R-5.7, SPEC "Data structures")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from RTSSBridgeLib.errors import InputError
+from RTSSBridgeLib.geometry import ImageGeometry
+from RTSSBridgeLib.nifti import read_nifti, read_nifti_geometry, write_nifti
+from RTSSBridgeLib.problems import ProblemCode
+
+from .test_geometry import FEET_FIRST, OBLIQUE
+
+
+def volume_for(g: ImageGeometry, dtype: str = "int16") -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(-1000, 3000, size=g.array_shape).astype(dtype)
+
+
+def as_float32_geometry(g: ImageGeometry) -> ImageGeometry:
+    """What NIfTI-1 can hold: the affine rounded to float32."""
+    return ImageGeometry.from_ijk_to_ras_matrix(g.shape, g.ijk_to_ras_matrix().astype(np.float32).astype(np.float64))
+
+
+@pytest.mark.parametrize("g", [OBLIQUE, FEET_FIRST], ids=["oblique", "feet_first"])
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+def test_nifti1_round_trip_stores_float32_affine_exactly(tmp_path: Path, g: ImageGeometry, name: str) -> None:
+    vox = volume_for(g)
+    path = write_nifti(tmp_path / name, vox, g)
+    img = read_nifti(path)
+    np.testing.assert_array_equal(img.voxels, vox)
+    assert img.voxels.dtype == vox.dtype
+    assert img.transform_source == "sform"
+    # the file holds exactly float32(affine) in the sform and the same transform in the qform
+    hdr = nib.load(path).header
+    np.testing.assert_array_equal(hdr.get_sform(), g.ijk_to_ras_matrix().astype(np.float32))
+    assert img.geometry.max_corner_distance_mm(g) < 1e-4  # float32 rounding at these distances
+    assert img.geometry.max_corner_distance_mm(as_float32_geometry(g)) < 1e-9
+    assert not img.problems  # qform agrees with sform
+    # from the first write on, NIfTI -> geometry -> NIfTI is bit-identical
+    again = write_nifti(tmp_path / ("again_" + name), img.voxels, img.geometry)
+    np.testing.assert_array_equal(nib.load(again).header.get_sform(), hdr.get_sform())
+    assert read_nifti(again).geometry == img.geometry
+
+
+def test_nifti2_round_trip_is_exact(tmp_path: Path) -> None:
+    vox = volume_for(OBLIQUE, "float32")
+    path = write_nifti(tmp_path / "v2.nii", vox, OBLIQUE, nifti2=True)
+    img = read_nifti(path)
+    assert img.header["format"] == "nifti2"
+    assert img.geometry.max_corner_distance_mm(OBLIQUE) < 1e-9
+    np.testing.assert_array_equal(img.voxels, vox)
+
+
+def test_written_nifti_agrees_with_simpleitk(tmp_path: Path) -> None:
+    vox = volume_for(OBLIQUE)
+    path = write_nifti(tmp_path / "v.nii.gz", vox, OBLIQUE)
+    ref = sitk.ReadImage(path)
+    assert ref.GetSize() == OBLIQUE.shape
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ref), vox)  # both [k, j, i]
+    ours = read_nifti(path).geometry
+    np.testing.assert_allclose(ref.GetOrigin(), ours.origin_lps, atol=1e-4)
+    np.testing.assert_allclose(ref.GetSpacing(), ours.spacing_mm, atol=1e-5)
+    np.testing.assert_allclose(np.reshape(ref.GetDirection(), (3, 3)), ours.direction_matrix, atol=1e-5)
+
+
+def test_reads_simpleitk_written_nifti(tmp_path: Path) -> None:
+    img = sitk.GetImageFromArray(volume_for(FEET_FIRST))
+    img.SetOrigin(FEET_FIRST.origin_lps)
+    img.SetSpacing(FEET_FIRST.spacing_mm)
+    img.SetDirection(FEET_FIRST.direction_matrix.ravel().tolist())
+    path = str(tmp_path / "sitk.nii.gz")
+    sitk.WriteImage(img, path)
+    ours = read_nifti(path)
+    assert ours.geometry.isclose(FEET_FIRST, 1e-4)
+    np.testing.assert_array_equal(ours.voxels, sitk.GetArrayViewFromImage(img))
+
+
+def test_label_map_intent_and_bool(tmp_path: Path) -> None:
+    g = ImageGeometry((5, 4, 3), (1, 1, 2))
+    mask = np.zeros(g.array_shape, bool)
+    mask[1, 2, 3] = True
+    path = write_nifti(tmp_path / "m.nii.gz", mask, g, label_map=True, description="lesion mask")
+    img = read_nifti(path)
+    assert img.voxels.dtype == np.uint8 and img.voxels[1, 2, 3] == 1 and img.voxels.sum() == 1
+    assert img.header["intent_code"] == 1002
+    assert img.header["descrip"] == "lesion mask"
+
+
+def test_qform_only_and_no_transform(tmp_path: Path) -> None:
+    g = ImageGeometry((4, 3, 2), (0.5, 0.75, 2.0), (10.0, -20.0, 30.0))
+    data = np.zeros(g.shape, np.int16)
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(g.ijk_to_ras_matrix(), code=1)
+    img.set_sform(np.eye(4), code=0)
+    path = str(tmp_path / "q.nii")
+    nib.save(img, path)
+    got = read_nifti(path)
+    assert got.transform_source == "qform" and got.geometry.isclose(g, 1e-5)
+
+    bare = nib.Nifti1Image(data, None)
+    bare.header.set_zooms((0.5, 0.75, 2.0))
+    bare.set_qform(None, code=0)
+    bare.set_sform(None, code=0)
+    path2 = str(tmp_path / "bare.nii")
+    nib.save(bare, path2)
+    got2 = read_nifti(path2)
+    assert got2.transform_source == "pixdim"
+    assert [p.code for p in got2.problems] == [ProblemCode.NIFTI_NO_SPATIAL_TRANSFORM]
+    assert got2.geometry.spacing_mm == (0.5, 0.75, 2.0)
+
+
+def test_qform_sform_mismatch_is_reported(tmp_path: Path) -> None:
+    g = ImageGeometry((4, 3, 2), (1, 1, 1))
+    img = nib.Nifti1Image(np.zeros(g.shape, np.uint8), None)
+    img.set_sform(g.ijk_to_ras_matrix(), code=1)
+    shifted = g.ijk_to_ras_matrix().copy()
+    shifted[0, 3] += 2.0
+    img.set_qform(shifted, code=1)
+    path = str(tmp_path / "mm.nii")
+    nib.save(img, path)
+    got = read_nifti(path)
+    assert got.transform_source == "sform"
+    assert [p.code for p in got.problems] == [ProblemCode.NIFTI_QFORM_SFORM_MISMATCH]
+    assert "2 mm" in got.problems[0].message
+
+
+def test_2d_and_single_volume_4d(tmp_path: Path) -> None:
+    nib.save(nib.Nifti1Image(np.arange(12, dtype=np.uint8).reshape(4, 3), np.eye(4)), str(tmp_path / "a.nii"))
+    got = read_nifti(tmp_path / "a.nii")
+    assert got.geometry.shape == (4, 3, 1) and got.voxels.shape == (1, 3, 4)
+    assert got.voxels[0, 2, 1] == np.arange(12).reshape(4, 3)[1, 2]
+    nib.save(nib.Nifti1Image(np.zeros((4, 3, 2, 1), np.uint8), np.eye(4)), str(tmp_path / "b.nii"))
+    assert read_nifti(tmp_path / "b.nii").geometry.shape == (4, 3, 2)
+
+
+def test_errors_name_file_and_rule(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        read_nifti(tmp_path / "missing.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"this is not nifti")
+    with pytest.raises(InputError, match=r"bad\.nii\.gz: not a readable NIfTI"):
+        read_nifti(bad)
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.uint8), np.eye(4)), str(tmp_path / "t.nii"))
+    with pytest.raises(InputError, match="has 3 volumes"):
+        read_nifti(tmp_path / "t.nii")
+    with pytest.raises(InputError, match=r"must end with \.nii or \.nii\.gz"):
+        write_nifti(tmp_path / "x.nrrd", np.zeros((1, 1, 1)), ImageGeometry((1, 1, 1), (1, 1, 1)))
+    with pytest.raises(InputError, match="does not match the geometry"):
+        write_nifti(tmp_path / "x.nii", np.zeros((2, 1, 1)), ImageGeometry((1, 1, 1), (1, 1, 1)))
+    sheared = np.array([[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), sheared), str(tmp_path / "s.nii"))
+    with pytest.raises(InputError, match=r"s\.nii: sform: .*orthonormal"):
+        read_nifti_geometry(tmp_path / "s.nii")
+
+
+def test_write_is_atomic_and_leaves_no_temp_on_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = ImageGeometry((3, 3, 3), (1, 1, 1))
+    target = tmp_path / "keep.nii.gz"
+    write_nifti(target, np.ones(g.array_shape, np.uint8), g)
+    before = target.read_bytes()
+
+    def half_write(img: object, filename: str) -> None:
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_nifti(target, np.zeros(g.array_shape, np.uint8), g)
+    assert target.read_bytes() == before  # the old file is untouched
+    assert sorted(os.listdir(tmp_path)) == ["keep.nii.gz"]  # and no temporary file is left
