@@ -214,9 +214,8 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         if kind not in SAMPLE_KINDS:
             raise ValueError(f"kind: {kind!r} is not one of {', '.join(SAMPLE_KINDS)}")
         _requireCore()
-        from RTSSBridgeLib.samples import write_sample
-
         from RTSSBridge import RTSSBridgeLogic
+        from RTSSBridgeLib.samples import write_sample
 
         case = write_sample(kind, self.sampleFolder(outputDir, kind, seed), seed=int(seed), progress=progress)
         root = os.fspath(case.root)
@@ -245,7 +244,6 @@ class MultiModalAnnotationTest(ScriptedLoadableModuleTest):
     def test_MultiModalAnnotationScenarios(self) -> None:
         _requireCore()
         from MultiModalAnnotationLib.mrml.scenarios import scenarios
-
         from RTSSBridge import runScenarios
 
         runScenarios(self, scenarios())

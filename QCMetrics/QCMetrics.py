@@ -270,7 +270,6 @@ class QCMetricsTest(ScriptedLoadableModuleTest):
     def test_QCMetricsScenarios(self) -> None:
         _requireCore()
         from QCMetricsLib.mrml.scenarios import scenarios
-
         from RTSSBridge import runScenarios
 
         runScenarios(self, scenarios())
@@ -279,6 +278,7 @@ class QCMetricsTest(ScriptedLoadableModuleTest):
     def test_QCMetricsDescribeGeometry(self) -> None:
         _requireCore()
         import numpy as np
+
         from RTSSBridgeLib.geometry import ImageGeometry
         from RTSSBridgeLib.mrml.volumes import volume_node_from_array
 

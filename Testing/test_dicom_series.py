@@ -16,6 +16,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless, RLELossless
+
 from RTSSBridgeLib.dicom_series import DicomSeries, load_dicom, read_volume, scan_dicom
 from RTSSBridgeLib.errors import DicomError
 from RTSSBridgeLib.geometry import ImageGeometry
@@ -348,8 +349,10 @@ def test_projection_and_colour_images(tmp_path: Path) -> None:
     cr_series = by_file["cr_L.dcm"]
     assert cr_series.geometry.shape == (40, 30, 1)
     assert cr_series.geometry.spacing_mm[:2] == (0.2, 0.15)  # ImagerPixelSpacing is (row, column)
-    assert {p.code for p in cr_series.problems} == {ProblemCode.NO_PATIENT_GEOMETRY}
-    np.testing.assert_array_equal(read_volume(cr_series).voxels[0], cr)
+    assert {p.code for p in cr_series.problems} == {ProblemCode.NO_PATIENT_GEOMETRY, ProblemCode.MONOCHROME1_INVERTED}
+    np.testing.assert_array_equal(read_volume(cr_series).voxels[0], 4095 - cr)  # bright means dense
+    cr_ref = sitk.GetArrayViewFromImage(sitk.ReadImage(str(tmp_path / "cr_L.dcm"))).reshape(30, 40)
+    np.testing.assert_array_equal(read_volume(cr_series).voxels[0], cr_ref)  # as GDCM/ITK present it
     us = by_file["us.dcm"]
     assert us.geometry.spacing_mm[:2] == pytest.approx((0.125, 0.1))  # cm in the region -> mm
     np.testing.assert_array_equal(read_volume(us).voxels[0], rgb)

@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from RTSSBridgeLib.errors import GeometryError
 from RTSSBridgeLib.geometry import LPS_TO_RAS, ImageGeometry, lps_to_ras, ras_to_lps
 

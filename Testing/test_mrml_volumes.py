@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
 from RTSSBridgeLib.geometry import ImageGeometry
 from RTSSBridgeLib.nifti import read_nifti, write_nifti

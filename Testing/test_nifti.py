@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from RTSSBridgeLib.errors import InputError
 from RTSSBridgeLib.geometry import ImageGeometry
 from RTSSBridgeLib.nifti import read_nifti, read_nifti_geometry, write_nifti

@@ -19,6 +19,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
+
 from RTSSBridgeLib.errors import InputError, NotApplicableError
 from RTSSBridgeLib.geometry import ImageGeometry
 from RTSSBridgeLib.samples import (
@@ -37,7 +39,6 @@ from RTSSBridgeLib.samples import (
 )
 from RTSSBridgeLib.samples import case as case_module
 from RTSSBridgeLib.samples.phantom import rotation_matrix
-from scipy import ndimage
 
 VOLUME_KINDS = ("ct-chest", "mr-brain-mets", "pet-ct")
 SMALL = {"ct-chest": {"slices": 6}, "mr-brain-mets": {"slices": 6}, "pet-ct": {"slices": 6},

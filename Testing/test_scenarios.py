@@ -63,6 +63,7 @@ def test_scenario_registry_matches_the_source() -> None:
 def test_a_failing_scenario_check_raises(mrml_scene: object, tmp_path: Path) -> None:
     """The scenarios' checks can fail: a geometry that disagrees with the node is reported."""
     import numpy as np
+
     from RTSSBridgeLib.mrml import scenarios
 
     written = scenarios.write_oblique_ct_series(tmp_path / "ct")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+
 from RTSSBridgeLib.cli import inspect_path
 from RTSSBridgeLib.cliutil import EXIT_FAILED_CHECK, EXIT_OK, Progress, add_json_option, emit_json
 from RTSSBridgeLib.dicom_series import read_volume, scan_dicom

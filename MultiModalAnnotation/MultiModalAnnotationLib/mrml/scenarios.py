@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 import vtk
+
 from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
 from RTSSBridgeLib.mrml.volumes import geometry_from_volume_node, volume_node_from_dicom, volume_node_from_nifti
 from RTSSBridgeLib.nifti import read_nifti

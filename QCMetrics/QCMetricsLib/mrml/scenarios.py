@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import vtk
+
 from RTSSBridgeLib.mrml.volumes import geometry_from_volume_node
 
 
