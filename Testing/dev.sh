@@ -20,6 +20,16 @@ pick_python() {
   echo "no Python >= 3.10 found (set MMANNO_PYTHON)" >&2; exit 2
 }
 
+# A working Python 3.9 (the Python of Slicer 5.8): on PATH, or a pyenv installation.
+find_python39() {
+  if python3.9 -c 'import sys' >/dev/null 2>&1; then echo python3.9; return; fi
+  local root
+  root=$( (pyenv root) 2>/dev/null || echo "$HOME/.pyenv")
+  for candidate in "$root"/versions/3.9*/bin/python3.9; do
+    if [ -x "$candidate" ] && "$candidate" -c 'import sys' >/dev/null 2>&1; then echo "$candidate"; return; fi
+  done
+}
+
 # setup VENV PYTHON EXTRAS: create the environment and (re)install the project when pyproject.toml changed.
 setup() {
   local venv=$1 python=$2 extras=$3
@@ -54,9 +64,10 @@ case "$cmd" in
     "$VENV/bin/mypy" RTSSBridge/RTSSBridgeLib MultiModalAnnotation/MultiModalAnnotationLib QCMetrics/QCMetricsLib
     echo "== pytest" >&2
     "$VENV/bin/python" -m pytest -n 2 --dist loadfile -q "$@"
-    if command -v python3.9 >/dev/null 2>&1 && [ -z "${MMANNO_SKIP_PY39:-}" ]; then
+    py39=$(find_python39)
+    if [ -n "$py39" ] && [ -z "${MMANNO_SKIP_PY39:-}" ]; then
       echo "== pytest on Python 3.9 (cores; scene tests need slicer-core, which has no 3.9 wheel)" >&2
-      setup "${VENV}39" python3.9 dev
+      setup "${VENV}39" "$py39" dev
       "${VENV}39/bin/python" -m pytest -n 2 --dist loadfile -q -m "not slicer" "$@"
     else
       echo "== Python 3.9 not found: the 3.9 leg did not run" >&2

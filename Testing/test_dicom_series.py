@@ -21,7 +21,12 @@ from RTSSBridgeLib.dicom_series import DicomSeries, load_dicom, read_volume, sca
 from RTSSBridgeLib.errors import DicomError
 from RTSSBridgeLib.geometry import ImageGeometry
 from RTSSBridgeLib.problems import ProblemCode
-from RTSSBridgeLib.samples.dicom_writer import PixelEncoding, write_enhanced_multiframe, write_volume_series
+from RTSSBridgeLib.samples.dicom_writer import (
+    PixelEncoding,
+    save_dataset,
+    write_enhanced_multiframe,
+    write_volume_series,
+)
 
 from .test_geometry import FEET_FIRST, rotation
 
@@ -258,7 +263,7 @@ def _transcode(src: Path, dst: Path, syntax: str) -> None:
         ds.compress(RLELossless)
     else:
         ds.file_meta.TransferSyntaxUID = syntax
-    ds.save_as(dst, enforce_file_format=True)
+    save_dataset(ds, dst)
 
 
 def test_implicit_vr_and_rle_load_like_explicit(tmp_path: Path) -> None:
@@ -321,7 +326,7 @@ def _single_2d(path: Path, **attrs: object) -> None:
     ds.StudyInstanceUID = pydicom.uid.generate_uid()
     for key, value in attrs.items():
         setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
+    save_dataset(ds, path)
 
 
 def test_projection_and_colour_images(tmp_path: Path) -> None:
@@ -413,3 +418,26 @@ def test_progress_callback_counts_files(tmp_path: Path) -> None:
     seen: List[int] = []
     scan_dicom(tmp_path, progress=lambda done, total: seen.append(done))
     assert seen == [1, 2, 3, 4, 5]
+
+
+def test_meta_says_implicit_but_body_is_explicit(tmp_path: Path) -> None:
+    """Real files exist whose transfer syntax disagrees with their body; pydicom copes, so must we."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    g = AXIAL.with_shape((8, 6, 3))
+    write(tmp_path / "good", g)
+    reference = read_volume(only(tmp_path / "good")).voxels
+    out = tmp_path / "mislabelled"
+    out.mkdir()
+    for f in (tmp_path / "good").glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        head = DicomBytesIO()
+        head.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(head, ds.file_meta, enforce_standard=True)
+        body = DicomBytesIO()
+        body.is_little_endian, body.is_implicit_VR = True, False
+        write_dataset(body, ds)
+        (out / f.name).write_bytes(head.getvalue() + body.getvalue())
+    np.testing.assert_array_equal(read_volume(only(out)).voxels, reference)

@@ -363,6 +363,10 @@ def _locate_pixels(fp: Any, ds: Dataset, file_size: int) -> Tuple[Optional[Pixel
         return None, None
     if ts not in _NATIVE_SYNTAXES or tag != 0x7FE00010:
         return PixelLocation(ts, -1, -1, little), None
+    # The body's encoding is taken from the bytes, not only from the transfer syntax: files whose
+    # meta header says implicit VR but whose body is explicit exist (pydicom warns and copes).
+    if head[4:6] in _LONG_VRS and head[6:8] == b"\0\0":
+        implicit = False
     if implicit:
         length = struct.unpack(endian + "I", head[4:8])[0]
         value_offset = start + 8

@@ -67,9 +67,10 @@ def save_dataset(ds: Dataset, path: Union[str, Path]) -> None:
     """Write ``ds`` as a DICOM file (preamble, ``DICM``, file meta) on pydicom 2.4 and 3.x."""
     if _PYDICOM_MAJOR >= 3:
         ds.save_as(str(path), enforce_file_format=True)
-    else:  # pragma: no cover - exercised in the Slicer Python (pydicom 2.4)
-        ds.is_little_endian = True
-        ds.is_implicit_VR = False
+    else:  # pydicom 2.4 (Slicer 5.8's): the body is encoded by these flags; follow the transfer syntax
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_VR_LITTLE_ENDIAN))
+        ds.is_implicit_VR = syntax == "1.2.840.10008.1.2"
+        ds.is_little_endian = syntax != "1.2.840.10008.1.2.2"
         ds.save_as(str(path), write_like_original=False)
 
 
