@@ -33,6 +33,10 @@ find_python39() {
 # setup VENV PYTHON EXTRAS: create the environment and (re)install the project when pyproject.toml changed.
 setup() {
   local venv=$1 python=$2 extras=$3
+  if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "$venv is broken (pip does not run): recreating it" >&2
+    rm -rf "$venv"
+  fi
   if [ ! -x "$venv/bin/python" ]; then
     echo "creating $venv with $python" >&2
     "$python" -m venv "$venv"

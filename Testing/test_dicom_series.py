@@ -27,6 +27,7 @@ from RTSSBridgeLib.samples.dicom_writer import (
     write_enhanced_multiframe,
     write_volume_series,
 )
+from RTSSBridgeLib.uids import deterministic_uid
 
 from .test_geometry import FEET_FIRST, rotation
 
@@ -319,11 +320,12 @@ def _single_2d(path: Path, **attrs: object) -> None:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = attrs.pop("SOPClassUID", "1.2.840.10008.5.1.4.1.1.1")
-    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    # deterministic UIDs: the same bytes on every run
+    ds.file_meta.MediaStorageSOPInstanceUID = deterministic_uid("test-2d", path.name)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = attrs.pop("SeriesInstanceUID", pydicom.uid.generate_uid())
-    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = attrs.pop("SeriesInstanceUID", deterministic_uid("test-2d-series", path.name))
+    ds.StudyInstanceUID = deterministic_uid("test-2d-study")
     for key, value in attrs.items():
         setattr(ds, key, value)
     save_dataset(ds, path)
@@ -332,7 +334,7 @@ def _single_2d(path: Path, **attrs: object) -> None:
 def test_projection_and_colour_images(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     cr = rng.integers(0, 4095, size=(30, 40), dtype=np.uint16)
-    series_uid = pydicom.uid.generate_uid()
+    series_uid = deterministic_uid("test-2d-cr-series")
     for side in ("L", "R"):  # two hands in one CR series: two 2-D images, never one volume
         _single_2d(tmp_path / f"cr_{side}.dcm", Modality="CR", SeriesInstanceUID=series_uid, Rows=30, Columns=40,
                    BitsAllocated=16, BitsStored=12, HighBit=11, PixelRepresentation=0, SamplesPerPixel=1,
@@ -356,7 +358,7 @@ def test_projection_and_colour_images(tmp_path: Path) -> None:
     assert cr_series.geometry.spacing_mm[:2] == (0.2, 0.15)  # ImagerPixelSpacing is (row, column)
     assert {p.code for p in cr_series.problems} == {ProblemCode.NO_PATIENT_GEOMETRY, ProblemCode.MONOCHROME1_INVERTED}
     np.testing.assert_array_equal(read_volume(cr_series).voxels[0], 4095 - cr)  # bright means dense
-    cr_ref = sitk.GetArrayViewFromImage(sitk.ReadImage(str(tmp_path / "cr_L.dcm"))).reshape(30, 40)
+    cr_ref = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cr_L.dcm"))).reshape(30, 40)
     np.testing.assert_array_equal(read_volume(cr_series).voxels[0], cr_ref)  # as GDCM/ITK present it
     us = by_file["us.dcm"]
     assert us.geometry.spacing_mm[:2] == pytest.approx((0.125, 0.1))  # cm in the region -> mm
