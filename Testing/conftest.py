@@ -95,3 +95,38 @@ def slicer_modules(slicer_shim: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
         for name in MODULE_NAMES:
             sys.modules.pop(name, None)
         sys.modules.update(saved)
+
+
+@pytest.fixture(scope="session")
+def sample_case(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Factory ``sample_case(kind, **options) -> SampleCase``: each distinct case is generated once
+    per test session (per xdist worker) and shared; tests must not modify it (copy it first)."""
+    from RTSSBridgeLib.samples import write_sample
+
+    cache: Dict[Any, Any] = {}
+    root = tmp_path_factory.mktemp("sample-cases")
+
+    def get(kind: str, **options: Any) -> Any:
+        key = (kind, tuple(sorted(options.items())))
+        if key not in cache:
+            name = "-".join([kind, *(f"{k}{v}" for k, v in sorted(options.items()))])
+            cache[key] = write_sample(kind, root / name, **options)
+        return cache[key]
+
+    return get
+
+
+def require_tool(executable: str, package: str) -> str:
+    """Path of an external tool (plastimatch, dciodvfy, chromium...) installed from the Debian
+    ``package`` by Testing/install_tools.sh. Missing: the test fails when MMANNO_REQUIRE_TOOLS=1
+    (CI, where it was just installed) and is skipped with the reason otherwise."""
+    import os
+    import shutil
+
+    path = shutil.which(executable)
+    if path:
+        return path
+    reason = f"{executable} not found (Debian package {package}; run Testing/install_tools.sh as root)"
+    if os.environ.get("MMANNO_REQUIRE_TOOLS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -8,16 +8,22 @@ an unexpected failure with a single line and status 3 (``MMANNO_DEBUG=1`` shows 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 from typing import List, Optional
 
-from RTSSBridgeLib import cli as rtss_cli
 from RTSSBridgeLib.cliutil import EXIT_INTERNAL, Parser, fail
 from RTSSBridgeLib.errors import MMAnnoError
 
 from . import __version__
+
+#: Modules that add subcommands, each with ``register(subparsers)``: one line per capability.
+COMMAND_MODULES = (
+    "RTSSBridgeLib.cli",
+    "MultiModalAnnotationLib.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmanno {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    rtss_cli.register(subparsers)
-    from . import demo
-
-    demo.register(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
