@@ -11,9 +11,11 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
+from .errors import InputError
 from .fileio import write_json_atomic
+from .labels import LabelSet
 
 EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran and found what it was asked to find (a blocking problem)
@@ -82,3 +84,17 @@ def fail(command: str, reason: str, code: int = EXIT_BAD_INPUT) -> int:
     """Print the one-line reason and return the exit status."""
     sys.stderr.write(f"mmanno {command}: error: {' '.join(str(reason).split())}\n")
     return code
+
+
+#: How ``--template FILE`` becomes a :class:`~RTSSBridgeLib.labels.LabelSet`. Label templates
+#: belong to MultiModalAnnotation, which the lower modules must not import; its command line sets
+#: this at start-up (dependency inversion), so RTSSBridge and QCMetrics commands can take templates.
+label_set_loader: Optional[Callable[[str], LabelSet]] = None
+
+
+def load_label_set(path: str) -> LabelSet:
+    """The label set of the template file ``path`` (raises :class:`InputError` on any problem)."""
+    if label_set_loader is None:
+        raise InputError("label templates are read by the MultiModalAnnotation core, which is not loaded",
+                         file=path, field="--template")
+    return label_set_loader(path)
