@@ -14,6 +14,7 @@ import sys
 import traceback
 from typing import List, Optional
 
+from RTSSBridgeLib import cliutil
 from RTSSBridgeLib.cliutil import EXIT_INTERNAL, Parser, fail
 from RTSSBridgeLib.errors import MMAnnoError
 
@@ -23,10 +24,20 @@ from . import __version__
 COMMAND_MODULES = (
     "RTSSBridgeLib.cli",
     "MultiModalAnnotationLib.demo",
+    "MultiModalAnnotationLib.commands",
 )
 
 
+def install_template_loader() -> None:
+    """Let RTSSBridge and QCMetrics commands take ``--template FILE`` (or a built-in template id):
+    they only know :class:`RTSSBridgeLib.labels.LabelSet`; templates are read here (ARCHITECTURE.md)."""
+    from .templates import load_label_set
+
+    cliutil.label_set_loader = load_label_set
+
+
 def build_parser() -> argparse.ArgumentParser:
+    install_template_loader()
     parser = Parser(
         prog="mmanno",
         description="MultiModalAnnotation command line: inspect and convert images, generate sample cases, "
