@@ -97,6 +97,8 @@ def document_from_sample(root: Path, template: Optional[LabelTemplate] = None
                                   clinical_stage=nodule["clinical_stage"])
             extra[nodule["label_value"]] = attributes
             n = nodule["label_value"] - 10
+            if not image.geometry.contains_ijk(nodule["centre_ijk"]):
+                continue  # a thin (or oblique) sample can cut a nodule off from its centre
             points.append(Annotation(f"NODULE_{n:02d}_CENTRE", "lesion", "NODULE", "point",
                                      {"point": [float(v) for v in nodule["centre_ijk"]]}, n))
         annotations, masks = _labelmap_annotations(template, labels, extra)

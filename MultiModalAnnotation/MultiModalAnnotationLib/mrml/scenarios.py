@@ -71,6 +71,70 @@ def scenario_oblique_sample_ct_and_labels_share_one_grid(scene: Any, workdir: st
         raise AssertionError(f"IJKToRAS of CT and labels differ by {deviation:.3g}")
 
 
+def scenario_template_becomes_a_coded_segmentation(scene: Any, workdir: str | os.PathLike[str]) -> None:
+    """R-6.6: the brain-metastasis template becomes a segmentation whose segments carry the label
+    codes, names, colours and Slicer terminology entries that Slicer's terminology logic reads."""
+    import slicer
+
+    from ..templates import builtin_template
+    from .templates import TAG_TERMINOLOGY, load_terminology, segment_label_code, segmentation_from_template
+
+    template = builtin_template("brain-mets-mr")
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    context = load_terminology(template, logic, str(workdir))
+    node = segmentation_from_template(scene, template)
+    segmentation = node.GetSegmentation()
+    expected = [label.code for label in template.labelmap_labels()]
+    found = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+    if found != expected:
+        raise AssertionError(f"segments {found}, expected {expected}")
+    for code in expected:
+        label = template.label(code)
+        segment = segmentation.GetSegment(code)
+        if segment_label_code(segment) != code or segment.GetName() != label.name:
+            raise AssertionError(f"{code}: segment tagged {segment_label_code(segment)!r} named {segment.GetName()!r}")
+        colour = [round(c * 255) for c in segment.GetColor()]
+        if colour != list(label.color or ()):
+            raise AssertionError(f"{code}: colour {colour}, template {label.color}")
+        text = vtk.reference("")
+        segment.GetTag(TAG_TERMINOLOGY, text)
+        entry = slicer.vtkSlicerTerminologyEntry()
+        if not logic.DeserializeTerminologyEntry(str(text), entry) or entry.GetTerminologyContextName() != context:
+            raise AssertionError(f"{code}: terminology entry {text} is not one of the loaded context {context}")
+        if entry.GetTypeObject().GetCodeValue() != label.codes["type"].value:
+            raise AssertionError(f"{code}: terminology type {entry.GetTypeObject().GetCodeValue()}")
+
+
+def scenario_annotation_document_round_trips_through_the_scene(scene: Any, workdir: str | os.PathLike[str]) -> None:
+    """Appendix C <-> scene: the thyroid sample's document (mask, box, attributes, links) becomes
+    nodes and comes back identical (masks voxel for voxel, positions to 1e-9 voxel)."""
+    import numpy as np
+
+    from ..sample_documents import document_from_sample
+    from RTSSBridgeLib.samples import write_sample
+    from .documents import document_from_scene, scene_from_document
+
+    case = write_sample("us-thyroid", Path(workdir) / "us-thyroid", seed=3)
+    document, masks, template = document_from_sample(Path(case.root))
+    scene_from_document(scene, document, template, masks)
+    back, back_masks = document_from_scene(scene)
+    if [a.id for a in back.annotations] != [a.id for a in document.annotations]:
+        raise AssertionError("annotation order or ids changed")
+    for a, b in zip(document.annotations, back.annotations):
+        geometry = ("bbox", "point", "polygon")
+        if {k: v for k, v in a.data.items() if k not in geometry} != {k: v for k, v in b.data.items()
+                                                                      if k not in geometry}:
+            raise AssertionError(f"{a.id}: data changed: {a.data} -> {b.data}")
+        for key in geometry:
+            if key in a.data and np.max(np.abs(np.subtract(a.data[key], b.data[key]))) > 1e-9:
+                raise AssertionError(f"{a.id}: {key} moved: {a.data[key]} -> {b.data[key]}")
+    if back.metadata != document.metadata or back.image != document.image:
+        raise AssertionError("metadata or image changed")
+    for ident, mask in masks.items():
+        if not np.array_equal(back_masks[ident], mask):
+            raise AssertionError(f"{ident}: mask voxels changed")
+
+
 def scenarios() -> Dict[str, Callable[[Any, Any], None]]:
     """Every ``scenario_*`` function of this module by name, in definition order."""
     return {name[len("scenario_"):]: func for name, func in globals().items()
