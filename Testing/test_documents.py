@@ -57,8 +57,9 @@ def lung_document(tmp_path_factory: pytest.TempPathFactory) -> Tuple[AnnotationD
             {"id": "LUL_OUTLINE", "category": "organ", "label_code": "LUNG_LEFT_UPPER_LOBE", "type": "polygon",
              "data": {"polygon": [[1.0, 1.0], [30.0, 2.0], [20.0, 25.0]], "slice_index": 7}},
         ],
-        "metadata": {"annotator": "A01", "reviewer": "R01", "software": {"name": "MultiModalAnnotation", "version": "0.1.0",
-                                                                          "ai_model": {"name": "m", "version": "1"}},
+        "metadata": {"annotator": "A01", "reviewer": "R01",
+                     "software": {"name": "MultiModalAnnotation", "version": "0.1.0",
+                                  "ai_model": {"name": "m", "version": "1"}},
                      "timestamps": {"start": "2026-03-12T10:00:00Z", "end": "2026-03-12T18:25:00+08:00"},
                      "qc": {"status": "pending", "issues": []}, "version": "v1.0",
                      "audit": [{"time": "2026-03-12T10:00:00Z", "actor": "A01", "action": "created"}]},
@@ -106,7 +107,8 @@ def _ann(data: Dict[str, Any], ident: str) -> Dict[str, Any]:
 BROKEN_DOCUMENTS: List[Tuple[str, Callable[[Dict[str, Any]], None], str]] = [
     ("duplicate id", lambda d: d["annotations"].append(copy.deepcopy(d["annotations"][0])),
      r"annotations\[4\]\.id: duplicate id NODULE_01"),
-    ("unknown type", lambda d: _ann(d, "NODULE_01").update(type="mesh"), r"annotations\[0\]\.type: 'mesh' is not one of"),
+    ("unknown type", lambda d: _ann(d, "NODULE_01").update(type="mesh"),
+     r"annotations\[0\]\.type: 'mesh' is not one of"),
     ("absolute mask path", lambda d: _ann(d, "NODULE_01")["data"].update(mask_file="/etc/masks/x.nii.gz"),
      r"mask_file: '/etc/masks/x.nii.gz' does not match"),
     ("mask path with ..", lambda d: _ann(d, "NODULE_01")["data"].update(mask_file="masks/../../x.nii.gz"),
@@ -209,7 +211,7 @@ def test_documents_are_checked_against_the_image_geometry(lung_document: Tuple[A
 
 def test_mask_on_another_grid_and_links_out_are_refused(lung_document: Tuple[AnnotationDocument, Path],
                                                         tmp_path: Path) -> None:
-    document, root = lung_document
+    document, _root = lung_document
     shifted = ImageGeometry(OBLIQUE.shape, OBLIQUE.spacing_mm, (-19.0, 15.0, -40.0), OBLIQUE.direction)
     mask = np.zeros(OBLIQUE.array_shape, dtype=np.uint8)
     mask[0, 0, 0] = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -40,9 +40,8 @@ def assert_documents_match(a: AnnotationDocument, b: AnnotationDocument, toleran
 
 def node_state(scene: Any, nodes: Any) -> Dict[str, Any]:
     """What a person sees of a document's nodes: segment voxels per id, RAS positions, tags."""
-    from MultiModalAnnotationLib.mrml.documents import _segment_mask
     from MultiModalAnnotationLib.documents import ImageRef
-    from MultiModalAnnotationLib.mrml.documents import HEADER_PARAMETER
+    from MultiModalAnnotationLib.mrml.documents import HEADER_PARAMETER, _segment_mask
 
     header = json.loads(nodes.document_node.GetParameter(HEADER_PARAMETER))
     grid = ImageRef.from_dict(header["image"]).geometry
@@ -70,15 +69,16 @@ def node_state(scene: Any, nodes: Any) -> Dict[str, Any]:
 
 def assert_states_match(a: Dict[str, Any], b: Dict[str, Any], tolerance_mm: float = 1e-9) -> None:
     assert sorted(a) == sorted(b)
-    for key in a:
+    for key, value in a.items():
         if key.startswith("segment"):
-            assert a[key][:2] == b[key][:2] and np.array_equal(a[key][2], b[key][2]), key
+            assert value[:2] == b[key][:2] and np.array_equal(value[2], b[key][2]), key
         elif key.startswith("roi"):
-            assert np.allclose(a[key][0], b[key][0], atol=1e-4) and np.allclose(a[key][1], b[key][1], atol=tolerance_mm)
+            # Slicer keeps an ROI centre in float32; sizes are doubles
+            assert np.allclose(value[0], b[key][0], atol=1e-4) and np.allclose(value[1], b[key][1], atol=tolerance_mm)
         elif key == "header":
-            assert a[key] == b[key]
+            assert value == b[key]
         else:
-            assert np.max(np.abs(a[key] - b[key])) <= tolerance_mm, key
+            assert np.max(np.abs(value - b[key])) <= tolerance_mm, key
 
 
 @pytest.mark.parametrize("kind", list(SAMPLES))
@@ -181,5 +181,3 @@ def test_template_segmentation_is_on_the_reference_grid(mrml_scene: Any, sample_
     with pytest.raises(Exception, match="is not a label of template"):
         segmentation_from_template(mrml_scene, builtin_template("brain-mets-mr"), codes=["LIVER"])
 
-
-_unused: List[Tuple[str, int]] = []

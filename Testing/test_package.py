@@ -139,7 +139,7 @@ def test_export_refuses_bad_input_and_writes_nothing(brain: Tuple[AnnotationDocu
     assert not target.exists() and not list(tmp_path.iterdir())
     overlapping = dict(masks)
     overlapping["ORG_BRAIN"] = overlapping["ORG_BRAIN"] | overlapping["METASTASIS_01"]
-    with pytest.raises(InputError, match="overlaps ORG_BRAIN .* use the per_mask layout"):
+    with pytest.raises(InputError, match=r"overlaps ORG_BRAIN .* use the per_mask layout"):
         export_package(tmp_path / "lm", document, template, masks=overlapping, layout="labelmap")
     assert not (tmp_path / "lm").exists()
     task = read_task(str(REPO / "Resources" / "tasks" / "thyroid-us-tirads-appendix-a.json"))

@@ -252,7 +252,8 @@ def test_a_plain_slicer_colour_table_imports() -> None:
             "Category_CodeMeaning,Type_CodingScheme,Type_CodeValue,Type_CodeMeaning,TypeModifier_CodingScheme,"
             "TypeModifier_CodeValue,TypeModifier_CodeMeaning,Region_CodingScheme,Region_CodeValue,Region_CodeMeaning,"
             "RegionModifier_CodingScheme,RegionModifier_CodeValue,RegionModifier_CodeMeaning\n"
-            "1,left_kidney,185,162,13,150,SCT,123037004,Anatomical Structure,SCT,64033007,Kidney,SCT,7771000,Left,,,,,,\n"
+            "1,left_kidney,185,162,13,150,SCT,123037004,Anatomical Structure,SCT,64033007,Kidney,"
+            "SCT,7771000,Left,,,,,,\n"
             "6,right_kidney_mass,20,28,140,255,SCT,49755003,Morphologically Altered Structure,SCT,4147007,Mass,,,,"
             "SCT,64033007,Kidney,SCT,24028007,Right\n")
     template = template_from_slicer_csv(text, template_id="kidney", title="Kidney")
@@ -270,8 +271,8 @@ def test_dcmqi_and_nnunet_exports() -> None:
     meta = dcmqi_segmentation_metadata(lung_ct, values=[1, 2, 11, 12])
     segments = meta["segmentAttributes"][0]
     assert [s["labelID"] for s in segments] == [1, 2, 11, 12]
-    assert segments[0]["SegmentedPropertyTypeCodeSequence"] == {"CodeValue": "39607008", "CodingSchemeDesignator": "SCT",
-                                                                "CodeMeaning": "Lung"}
+    assert segments[0]["SegmentedPropertyTypeCodeSequence"] == {
+        "CodeValue": "39607008", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Lung"}
     assert segments[0]["SegmentedPropertyTypeModifierCodeSequence"]["CodeMeaning"] == "Left"
     assert segments[2]["SegmentDescription"] == "NODULE_1" and segments[2]["AnatomicRegionSequence"]["CodeValue"] == \
         "39607008"

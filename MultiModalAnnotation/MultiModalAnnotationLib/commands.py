@@ -52,7 +52,7 @@ def _report(args: argparse.Namespace, command: str, target: str, problems: List[
 
 # --------------------------------------------------------------------------- template
 def _cmd_template_list(args: argparse.Namespace) -> int:
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for template_id in builtin_template_ids():
         t = load_template(template_id)
         rows.append({"id": t.id, "version": t.version, "title": t.title["en"], "modalities": list(t.modalities),
@@ -60,7 +60,8 @@ def _cmd_template_list(args: argparse.Namespace) -> int:
     emit_json(args.json, rows)
     if args.json != "-":
         for r in rows:
-            print(f"{r['id']:<20} {r['version']:<7} {','.join(r['modalities']):<7} {r['labels']:>3} labels  {r['title']}")
+            modalities = ",".join(r["modalities"])
+            print(f"{r['id']:<20} {r['version']:<7} {modalities:<7} {r['labels']:>3} labels  {r['title']}")
     return EXIT_OK
 
 

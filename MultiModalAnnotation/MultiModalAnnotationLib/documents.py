@@ -54,7 +54,8 @@ class DocumentError(InputError):
 
     def __init__(self, problems: List[str], file: Optional[str] = None) -> None:
         self.problems = list(problems)
-        more = f" (and {len(problems) - 1} more problem(s); run mmanno annotation validate)" if len(problems) > 1 else ""
+        more = (f" (and {len(problems) - 1} more problem(s); run mmanno annotation validate)"
+                if len(problems) > 1 else "")
         super().__init__(problems[0] + more, file=file)
 
 
@@ -81,7 +82,7 @@ class ImageRef:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageRef:
-        geometry = ImageGeometry(tuple(data["shape"]), tuple(data["spacing"]), tuple(data["origin"]),  # type: ignore[arg-type]
+        geometry = ImageGeometry(tuple(data["shape"]), tuple(data["spacing"]), tuple(data["origin"]),
                                  tuple(tuple(r) for r in data["direction"]))  # type: ignore[arg-type]
         return cls(str(data["uid"]), str(data["modality"]), geometry, str(data.get("frame_of_reference_uid", "")),
                    str(data.get("series_key", "")))
@@ -157,8 +158,9 @@ class AnnotationDocument:
                 "metadata": copy.deepcopy(dict(self.metadata))}
 
     def replace(self, **changes: Any) -> AnnotationDocument:
-        values = {"task_id": self.task_id, "template_id": self.template_id, "template_version": self.template_version,
-                  "image": self.image, "annotations": self.annotations, "metadata": self.metadata}
+        values: Dict[str, Any] = {"task_id": self.task_id, "template_id": self.template_id,
+                                  "template_version": self.template_version, "image": self.image,
+                                  "annotations": self.annotations, "metadata": self.metadata}
         values.update(changes)
         values["annotations"] = tuple(values["annotations"])
         return AnnotationDocument(**values)
@@ -285,7 +287,8 @@ def document_from_dict(data: Any, file: Optional[str] = None) -> AnnotationDocum
         raise DocumentError(problems, file=file)
     return AnnotationDocument(
         task_id=data["task_id"], template_id=data["template"]["id"], template_version=data["template"]["version"],
-        image=ImageRef.from_dict(data["image"]), annotations=tuple(Annotation.from_dict(a) for a in data["annotations"]),
+        image=ImageRef.from_dict(data["image"]),
+        annotations=tuple(Annotation.from_dict(a) for a in data["annotations"]),
         metadata=copy.deepcopy(data["metadata"]))
 
 
@@ -322,9 +325,10 @@ def from_appendix_b(data: Any, base_dir: Optional[Path] = None, template: Option
         raise DocumentError(["image.shape: an Appendix B document has no image shape and no readable mask file "
                              "to take it from"], file=file)
     image = ImageRef(str(data["image_id"]), str(data.get("modality", "OT")),
-                     ImageGeometry(shape, tuple(data.get("spacing", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
-                                   tuple(data.get("origin", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
-                                   tuple(tuple(r) for r in data.get("direction", ((1, 0, 0), (0, 1, 0), (0, 0, 1))))))  # type: ignore[arg-type]
+                     ImageGeometry(shape, tuple(data.get("spacing", (1.0, 1.0, 1.0))),
+                                   tuple(data.get("origin", (0.0, 0.0, 0.0))),
+                                   tuple(tuple(r) for r in data.get("direction",  # type: ignore[arg-type]
+                                                                    ((1, 0, 0), (0, 1, 0), (0, 0, 1))))))
     annotations = []
     counts: Dict[str, int] = {}
     for item in data["annotations"]:

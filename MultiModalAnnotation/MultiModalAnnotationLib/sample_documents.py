@@ -143,9 +143,10 @@ def document_from_sample(root: Path, template: Optional[LabelTemplate] = None
             annotations.append(Annotation(f"JOINT_{joint['code']}", label.category, label.code, "point",
                                           {"point": [float(joint["x"]), float(joint["y"]), 0.0],
                                            "attributes": attributes}))
+        flags = joints["abnormal_orientation"]
         annotations.append(Annotation("CASE", "attribute", "MTSS_CASE", "attribute",
-                                      {"attributes": {"abnormal_orientation_hand": joints["abnormal_orientation"]["hand"],
-                                                      "abnormal_orientation_foot": joints["abnormal_orientation"]["foot"]}}))
+                                      {"attributes": {"abnormal_orientation_hand": flags["hand"],
+                                                      "abnormal_orientation_foot": flags["foot"]}}))
     task_id = f"TASK_SAMPLE_{kind.upper().replace('-', '_')}_{int(manifest['seed']):06d}"
     document = AnnotationDocument(task_id, template.id, template.version, image, tuple(annotations), _metadata(kind))
     return document, masks, template

@@ -9,14 +9,14 @@ command can print them all and a reader can raise on the first.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any, Dict, List
 
 from RTSSBridgeLib.errors import InputError
 from RTSSBridgeLib.resources import schema_path
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> Dict[str, Any]:
     """The parsed schema ``Resources/schemas/<name>.schema.json`` (cached)."""
     path = schema_path(name)
@@ -28,7 +28,7 @@ def load_schema(name: str) -> Dict[str, Any]:
     return schema
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> Any:
     import jsonschema
 

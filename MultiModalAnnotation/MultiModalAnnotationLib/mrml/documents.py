@@ -277,8 +277,9 @@ def document_from_scene(scene: Any, document_node: Any = None, template: Optiona
         else:
             meta = json.loads(raw) if raw else _fallback_meta(shape.GetAttribute(TAG_LABEL_CODE) or "",
                                                               shape.GetName(), "polygon", template)
-            ijk = [grid.ras_to_ijk(shape.GetNthControlPointPosition(c)) for c in range(shape.GetNumberOfControlPoints())]
-            k = meta.get("slice_index", int(round(float(np.mean([p[2] for p in ijk])))))
+            ijk = [grid.ras_to_ijk(shape.GetNthControlPointPosition(c))
+                   for c in range(shape.GetNumberOfControlPoints())]
+            k = meta.get("slice_index", round(float(np.mean([p[2] for p in ijk]))))
             found[meta["id"]] = _annotation(meta, {"polygon": [[float(p[0]), float(p[1])] for p in ijk],
                                                    "slice_index": k})
     order = [i for i in header["order"] if i in found] + [i for i in found if i not in header["order"]]
@@ -302,5 +303,5 @@ def _box_from_roi(roi: Any, grid: ImageGeometry, dims: int, exact_centre: Option
     low, high = centre - extent / 2.0, centre + extent / 2.0
     if dims == 2:
         return {"bbox": [float(low[0]), float(low[1]), float(high[0]), float(high[1])],
-                "slice_index": int(round(float(centre[2])))}
+                "slice_index": round(float(centre[2]))}
     return {"bbox": [float(v) for v in (*low, *high)]}

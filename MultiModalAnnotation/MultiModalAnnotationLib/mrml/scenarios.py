@@ -110,8 +110,9 @@ def scenario_annotation_document_round_trips_through_the_scene(scene: Any, workd
     nodes and comes back identical (masks voxel for voxel, positions to 1e-9 voxel)."""
     import numpy as np
 
-    from ..sample_documents import document_from_sample
     from RTSSBridgeLib.samples import write_sample
+
+    from ..sample_documents import document_from_sample
     from .documents import document_from_scene, scene_from_document
 
     case = write_sample("us-thyroid", Path(workdir) / "us-thyroid", seed=3)

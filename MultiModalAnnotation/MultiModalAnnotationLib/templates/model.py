@@ -18,6 +18,7 @@ use (:meth:`LabelTemplate.to_label_set`). Construction from JSON with full valid
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -122,9 +123,9 @@ class AttributeDefinition:
             return f"{value!r} for {self.key} must be a number"
         if kind == "integer" and (isinstance(value, float) and not value.is_integer()):
             return f"{value!r} for {self.key} must be an integer"
-        if value != value:  # NaN
+        if math.isnan(value):
             return f"NaN for {self.key} is not a value"
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
             return (f"{value!r} for {self.key} is out of range {_num(self.minimum)}..{_num(self.maximum)}"
                     + (f" {self.unit}" if self.unit else ""))
         return None

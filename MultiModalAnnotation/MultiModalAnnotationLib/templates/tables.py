@@ -237,7 +237,8 @@ def template_from_flat_csv(text: str, file: Optional[str] = None) -> LabelTempla
                 option["code"] = row.code("option_code")
             target.setdefault("options", []).append(option)
         else:
-            mappings.append({"pattern": row.data.get("pattern", ""), "match": row.get("match"), "code": row.get("code")})
+            mappings.append({"pattern": row.data.get("pattern", ""), "match": row.get("match"),
+                             "code": row.get("code")})
     if not data:
         raise InputError("no template row (record = template)", file=file, field="record")
     data["labels"] = list(labels.values())

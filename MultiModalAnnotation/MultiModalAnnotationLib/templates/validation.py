@@ -141,7 +141,8 @@ def _rule_problems(data: Mapping[str, Any]) -> List[str]:
             codes = label.get("codes", {})
             missing = [r for r in ("category", "type") if r not in codes]
             if missing:
-                problems.append(f"labels[{n}].codes: {label['code']} has a labelmap value but no {' and '.join(missing)} "
+                roles = " and ".join(missing)
+                problems.append(f"labels[{n}].codes: {label['code']} has a labelmap value but no {roles} "
                                 "code; rule: exported labels carry category and type codes")
             if label.get("color") is None:
                 problems.append(f"labels[{n}].color: {label['code']} has a labelmap value but no colour; "
@@ -231,7 +232,7 @@ def _label(data: Mapping[str, Any]) -> TemplateLabel:
         annotation_types=tuple(data["annotation_types"]), parent=data.get("parent"),
         definition=_names(data.get("definition")), structure=_names(data.get("structure")),
         attributes=tuple(_attribute(a) for a in data.get("attributes", [])),
-        color=tuple(data["color"]) if data.get("color") is not None else None,  # type: ignore[arg-type]
+        color=tuple(data["color"]) if data.get("color") is not None else None,
         value=data.get("value"),
         instances=Instances(instances["first_value"], instances["count"]) if instances else None,
         codes={role: code_from_dict(c) for role, c in data.get("codes", {}).items()},
