@@ -4,7 +4,11 @@ Steps today (each later capability adds its own): generate the sample case; insp
 series (problems listed); load each volume and check its geometry against the generator's
 record; export each volume to NIfTI and read it back (voxels identical, geometry within
 NIfTI-1's float32 precision); check that every ground-truth mask sits on the grid of its
-series; write ``report.json`` and a self-contained ``report.html``. The exit status is 0 when
+series; build the annotation document of the ground truth with the matching built-in label
+template (Appendix C, checked against the template and the image grid), export it as a package
+(masks as NIfTI, template, manifest with SHA-256), verify the package and read it back (masks
+voxel for voxel), and export the template to Slicer, dcmqi, nnU-Net and CSV formats (the CSVs read
+back to the same template); write ``report.json`` and a self-contained ``report.html``. The exit status is 0 when
 every check passed and 1 otherwise (the report says which).
 """
 
@@ -96,6 +100,10 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
                              distance <= NIFTI1_TOLERANCE_MM and bool(labels),
                              f"grid distance {distance:.2e} mm; labels present {labels}", distance_mm=distance))
 
+    t = time.monotonic()
+    annotation = annotation_step(out, kind, checks)
+    timings["annotation_s"] = time.monotonic() - t
+
     problems = [dict(p, series=e["series_uid"]) for e in inspected for p in e["problems"]]
     report = {
         "report": "mmanno demo",
@@ -104,6 +112,7 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
         "case": {"kind": kind, "seed": seed, "path": "case", "n_series": len(scan.series),
                  "n_files": scan.n_files},
         "series": series_rows,
+        "annotation": annotation,
         "problems": problems,
         "checks": checks,
         "passed": all(c["passed"] for c in checks) and bool(checks),
@@ -112,6 +121,54 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.html", render_html(report))
     return report
+
+
+def annotation_step(out: Path, kind: str, checks: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Ground truth -> annotation document -> export package -> verify -> read back; template exports."""
+    from .commands import export_template
+    from .documents import validate_document
+    from .package import export_package, read_package, verify_package
+    from .sample_documents import SAMPLE_TEMPLATES, document_from_sample
+    from .templates.exports import EXPORT_FORMATS, template_from_slicer_csv
+    from .templates.tables import template_from_flat_csv
+
+    if kind not in SAMPLE_TEMPLATES:
+        return {"template": None, "note": f"no built-in label template for the {kind} sample"}
+    document, masks, template = document_from_sample(out / "case")
+    problems = validate_document(document, template)
+    checks.append(_check(f"annotation document of the ground truth valid against {template.id} {template.version}",
+                         not problems, "; ".join(problems[:3]) or
+                         f"{len(document.annotations)} annotations on the {document.image.series_key} grid"))
+    package_dir = out / "annotation_package"
+    export_package(package_dir, document, template, masks=masks)
+    report = verify_package(package_dir)
+    checks.append(_check("export package matches its manifest (SHA-256 of every file)", report.ok,
+                         "; ".join(report.lines()[:3]) or f"{report.n_files} files verified"))
+    package = read_package(package_dir)
+    same = all(np.array_equal(package.masks[i].voxels, m) for i, m in masks.items())
+    checks.append(_check("package read back: masks identical, codes and attributes kept",
+                         same and [a.id for a in package.document.annotations] == [a.id for a in document.annotations]
+                         and all(a.data.get("attributes") == b.data.get("attributes")
+                                 for a, b in zip(document.annotations, package.document.annotations)),
+                         f"{len(masks)} mask(s) voxel for voxel"))
+    exports = {}
+    for fmt in EXPORT_FORMATS:
+        suffix = {"slicer-csv": ".csv", "slicer-term": ".term.json", "dcmqi": ".dcmqi.json",
+                  "nnunet": ".dataset.json", "csv": ".flat.csv"}[fmt]
+        target = out / "template_exports" / f"{template.id}{suffix}"
+        export_template(template, fmt, str(target))
+        exports[fmt] = str(target.relative_to(out))
+    text = (out / exports["slicer-csv"]).read_text(encoding="utf-8")
+    flat = (out / exports["csv"]).read_text(encoding="utf-8")
+    checks.append(_check("template exports: Slicer CSV and flat CSV read back to the same template",
+                         template_from_slicer_csv(text) == template and template_from_flat_csv(flat) == template,
+                         f"{', '.join(EXPORT_FORMATS)} written"))
+    counts: Dict[str, int] = {}
+    for item in document.annotations:
+        counts[item.type] = counts.get(item.type, 0) + 1
+    return {"template": f"{template.id} {template.version}", "task_id": document.task_id,
+            "image": document.image.series_key, "annotations": len(document.annotations), "by_type": counts,
+            "package": str(package_dir.relative_to(out)), "package_files": report.n_files, "exports": exports}
 
 
 def render_html(report: Dict[str, Any]) -> str:
@@ -134,6 +191,16 @@ def render_html(report: Dict[str, Any]) -> str:
         f"<td>{esc(', '.join(Path(f).name for f in p['files'][:4]))}</td></tr>" for p in report["problems"]
     ) or "<tr><td colspan=4>none</td></tr>"
     timing = ", ".join(f"{k.replace('_s', '')} {v:.2f} s" for k, v in report["timings"].items())
+    annotation = report.get("annotation") or {}
+    if annotation.get("template"):
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(annotation["by_type"].items()))
+        annotation_html = (f"<p>Template <b>{esc(annotation['template'])}</b>, task {esc(annotation['task_id'])}: "
+                           f"{annotation['annotations']} annotations ({esc(kinds)}) on the "
+                           f"{esc(annotation['image'])} grid. Package <code>{esc(annotation['package'])}</code> with "
+                           f"{annotation['package_files']} files; template exports in "
+                           f"<code>template_exports/</code>.</p>")
+    else:
+        annotation_html = f"<p>{esc(annotation.get('note', 'not run'))}</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mmanno demo report</title>
 <style>
@@ -150,6 +217,7 @@ Sample case <b>{esc(report['case']['kind'])}</b> (seed {report['case']['seed']})
 <h2>Series</h2>
 <table><tr><th>series</th><th>modality</th><th>shape i×j×k</th><th>spacing (mm)</th><th>origin (LPS, mm)</th>
 <th>axes</th><th>files</th><th>problems</th></tr>{''.join(rows)}</table>
+<h2>Annotation document and export package</h2>{annotation_html}
 <h2>Checks</h2><table><tr><th></th><th>check</th><th>result</th></tr>{check_rows}</table>
 <h2>Problems found while loading</h2>
 <table><tr><th>severity</th><th>code</th><th>message</th><th>files</th></tr>{problem_rows}</table>
