@@ -2,8 +2,10 @@
 documents, fusion, image-text and image-structured-data links, review and versions).
 
 Thin Slicer layer over ``MultiModalAnnotationLib`` that uses the RTSSBridge and QCMetrics modules.
-For now the panel generates a realistic sample case (DICOM written with pydicom, with ground
-truth beside it) and loads it, so that every later step has data to work on.
+The panel generates a realistic sample case (DICOM written with pydicom, with ground truth
+beside it) and loads it; its annotation section loads an approved label template (R-6.6) and a
+task, creates a coded segmentation on the reference image, records the annotator, saves the
+annotation document (Appendix C) and exports the package (R-6.11).
 
 Valid Python 3.9; annotations are evaluated at run time by ``parameterNodeWrapper``.
 """
@@ -14,6 +16,7 @@ import tempfile
 from typing import Annotated, Any, List, Tuple
 
 import slicer
+from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -33,6 +36,10 @@ HOMEPAGE = "https://github.com/mmanno/SlicerMultiModalAnnotation"
 SAMPLE_KINDS = ("ct-chest", "mr-brain-mets", "pet-ct", "us-thyroid", "xray-ra")
 #: Largest seed the panel's spin box can hold (a 32-bit signed integer).
 MAX_PANEL_SEED = 2147483647
+#: Built-in label templates (``Resources/templates``; a test keeps this equal to the core's list).
+BUILTIN_TEMPLATES = ("brain-mets-mr", "liver-ct-couinaud", "lung-ct", "ra-hand-foot-mtss", "thyroid-us-tirads")
+#: Mask layouts of an export package.
+PACKAGE_LAYOUTS = ("per_mask", "labelmap")
 
 
 def _requireCore() -> None:
@@ -78,10 +85,20 @@ class MultiModalAnnotationParameterNode:
     """
     sampleKind - which sample case to generate.
     sampleSeed - seed of the sample case (same kind and seed give the same files).
+    templateName - built-in label template.
+    referenceVolume - the image annotations are drawn on.
+    annotator - pseudonymous annotator id.
+    packageLayout - per_mask or labelmap.
+    exportZip - write the package as a zip file.
     """
 
     sampleKind: Annotated[str, Choice(list(SAMPLE_KINDS))] = SAMPLE_KINDS[0]
     sampleSeed: Annotated[int, WithinRange(0, MAX_PANEL_SEED)] = 0
+    templateName: Annotated[str, Choice(list(BUILTIN_TEMPLATES))] = "lung-ct"
+    referenceVolume: vtkMRMLScalarVolumeNode
+    annotator: str = ""
+    packageLayout: Annotated[str, Choice(list(PACKAGE_LAYOUTS))] = PACKAGE_LAYOUTS[0]
+    exportZip: bool = False
 
 
 #
@@ -98,6 +115,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.logic: Any = None  # MultiModalAnnotationLogic once set up; the contract tests check its use
         self._parameterNode: Any = None  # a MultiModalAnnotationParameterNode while the widget is shown
         self._parameterNodeGuiTag: Any = None
+        self._documentNode: Any = None  # the annotation document started from the panel
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -112,6 +130,9 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.generateSampleButton.connect("clicked(bool)", self.onGenerateSampleButton)
+        self.ui.createSegmentationButton.connect("clicked(bool)", self.onCreateSegmentationButton)
+        self.ui.saveDocumentButton.connect("clicked(bool)", self.onSaveDocumentButton)
+        self.ui.exportPackageButton.connect("clicked(bool)", self.onExportPackageButton)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -178,6 +199,49 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             dialog.close()
 
 
+    def _templateChoice(self) -> str:
+        """The template file when one is given, else the built-in template chosen."""
+        path = str(self.ui.templateFilePathLineEdit.currentPath or "").strip()
+        return path or str(self._parameterNode.templateName)
+
+    def onCreateSegmentationButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to create the segmentation from the label template."),
+                                             waitCursor=True):
+            taskPath = str(self.ui.taskFilePathLineEdit.currentPath or "").strip()
+            self._documentNode, segmentation = self.logic.startAnnotation(
+                self._templateChoice(), self._parameterNode.referenceVolume, self._parameterNode.annotator,
+                taskPath=taskPath)
+            self.ui.annotationStatusLabel.text = _(
+                "Created {name} with {count} coded segments. Paint them in Segment Editor, then save or export."
+            ).format(name=segmentation.GetName(), count=segmentation.GetSegmentation().GetNumberOfSegments())
+
+    def _outputFolder(self) -> str:
+        folder = str(self.ui.packageOutputPathLineEdit.currentPath or "").strip()
+        if folder:
+            self.ui.packageOutputPathLineEdit.addCurrentPathToHistory()
+        return folder
+
+    def onSaveDocumentButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to save the annotation document."), waitCursor=True):
+            path = self.logic.saveDocument(self._documentNode, self._outputFolder(), self._parameterNode.annotator)
+            self.ui.annotationStatusLabel.text = _("Saved the annotation document to {path}.").format(path=path)
+
+    def onExportPackageButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to export the annotation package."), waitCursor=True):
+            taskPath = str(self.ui.taskFilePathLineEdit.currentPath or "").strip()
+            path = self.logic.exportPackage(self._documentNode, self._outputFolder(), self._parameterNode.annotator,
+                                            layout=self._parameterNode.packageLayout,
+                                            asZip=bool(self._parameterNode.exportZip), taskPath=taskPath)
+            self.ui.annotationStatusLabel.text = _(
+                "Exported the package to {path}; its manifest lists the SHA-256 of every file.").format(path=path)
+
+
 #
 # MultiModalAnnotationLogic
 #
@@ -222,6 +286,105 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         nodes = RTSSBridgeLogic().loadDicom(os.path.join(root, "dicom"), progress=progress, scene=scene)
         return root, nodes
 
+    def builtinTemplates(self) -> List[str]:
+        """Ids of the built-in label templates."""
+        _requireCore()
+        from MultiModalAnnotationLib.templates import builtin_template_ids
+
+        return builtin_template_ids()
+
+    def startAnnotation(self, template: str, referenceVolumeNode: Any, annotator: str, taskPath: str = "",
+                        scene: Any = None) -> Tuple[Any, Any]:
+        """Start an annotation document on ``referenceVolumeNode`` with a segmentation made from the
+        label template ``template`` (built-in id or file); returns (document node, segmentation node)."""
+        _requireCore()
+        from MultiModalAnnotationLib.documents import ImageRef, now_utc
+        from MultiModalAnnotationLib.mrml.documents import start_document
+        from MultiModalAnnotationLib.tasks import read_task, task_problems_against_template
+        from MultiModalAnnotationLib.templates import load_template
+        from RTSSBridgeLib.mrml.volumes import ATTR_MODALITY, ATTR_SERIES_UID, geometry_from_volume_node
+
+        if referenceVolumeNode is None:
+            raise ValueError(_("Choose the reference image the annotations are drawn on."))
+        scene = scene or slicer.mrmlScene
+        labelTemplate = load_template(template)
+        taskId = "TASK_UNASSIGNED"
+        if taskPath:
+            task = read_task(taskPath)
+            problems = task_problems_against_template(task, labelTemplate)
+            if problems:
+                raise ValueError(problems[0])
+            taskId = task.task_id
+        image = ImageRef(referenceVolumeNode.GetAttribute(ATTR_SERIES_UID) or referenceVolumeNode.GetID(),
+                         referenceVolumeNode.GetAttribute(ATTR_MODALITY) or labelTemplate.modalities[0],
+                         geometry_from_volume_node(referenceVolumeNode))
+        stamp = now_utc()
+        metadata = {"annotator": annotator.strip() or "unknown",
+                    "software": {"name": "MultiModalAnnotation", "version": self._version()},
+                    "timestamps": {"start": stamp, "end": stamp}, "qc": {"status": "pending", "issues": []},
+                    "version": "v1.0", "audit": [{"time": stamp, "actor": annotator.strip() or "unknown",
+                                                  "action": "created"}]}
+        nodes = start_document(scene, labelTemplate, image, taskId, metadata, template_source=template)
+        nodes.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+        return nodes.document_node, nodes.segmentation
+
+    @staticmethod
+    def _version() -> str:
+        _requireCore()
+        from MultiModalAnnotationLib import __version__
+
+        return __version__
+
+    def currentDocument(self, documentNode: Any, annotator: str = "", scene: Any = None) -> Tuple[Any, Any, Any]:
+        """(document, masks, template) read from the scene, with the annotator and end time updated."""
+        _requireCore()
+        from MultiModalAnnotationLib.documents import now_utc
+        from MultiModalAnnotationLib.mrml.documents import TEMPLATE_SOURCE, document_from_scene
+        from MultiModalAnnotationLib.templates import load_template
+
+        if documentNode is None:
+            raise ValueError(_("Create the segmentation from a template first."))
+        labelTemplate = load_template(documentNode.GetAttribute(TEMPLATE_SOURCE) or "")
+        document, masks = document_from_scene(scene or slicer.mrmlScene, documentNode, labelTemplate)
+        metadata = dict(document.metadata)
+        if annotator.strip():
+            metadata["annotator"] = annotator.strip()
+        metadata["timestamps"] = {**metadata["timestamps"], "end": now_utc()}
+        return document.replace(metadata=metadata), masks, labelTemplate
+
+    def saveDocument(self, documentNode: Any, outputDir: str, annotator: str = "", scene: Any = None) -> str:
+        """Write the document and its masks (NIfTI) into a new folder below ``outputDir``."""
+        _requireCore()
+        from MultiModalAnnotationLib.package import export_package
+
+        document, masks, labelTemplate = self.currentDocument(documentNode, annotator, scene)
+        target = self._newPath(outputDir, f"{document.task_id}-document", "")
+        export_package(target, document, labelTemplate, masks=masks)
+        return os.path.join(target, "annotation.json")
+
+    def exportPackage(self, documentNode: Any, outputDir: str, annotator: str = "", layout: str = "per_mask",
+                      asZip: bool = False, taskPath: str = "", scene: Any = None) -> str:
+        """Export the package (folder or zip) into ``outputDir``; returns its path."""
+        _requireCore()
+        from MultiModalAnnotationLib.package import export_package
+        from MultiModalAnnotationLib.tasks import read_task
+
+        document, masks, labelTemplate = self.currentDocument(documentNode, annotator, scene)
+        task = read_task(taskPath) if taskPath else None
+        target = self._newPath(outputDir, f"{document.task_id}-package", ".zip" if asZip else "")
+        return str(export_package(target, document, labelTemplate, task=task, masks=masks, layout=layout,
+                                  as_zip=asZip))
+
+    @staticmethod
+    def _newPath(outputDir: str, stem: str, suffix: str) -> str:
+        base = outputDir.strip() or os.path.join(tempfile.gettempdir(), "MultiModalAnnotationExports")
+        os.makedirs(base, exist_ok=True)
+        candidate, number = os.path.join(base, stem + suffix), 1
+        while os.path.exists(candidate):
+            number += 1
+            candidate = os.path.join(base, f"{stem}-{number}{suffix}")
+        return candidate
+
 
 #
 # MultiModalAnnotationTest
@@ -240,6 +403,8 @@ class MultiModalAnnotationTest(ScriptedLoadableModuleTest):
         self.test_MultiModalAnnotationScenarios()
         self.setUp()
         self.test_MultiModalAnnotationGenerateSample()
+        self.setUp()
+        self.test_MultiModalAnnotationTemplateToPackage()
 
     def test_MultiModalAnnotationScenarios(self) -> None:
         _requireCore()
@@ -266,3 +431,39 @@ class MultiModalAnnotationTest(ScriptedLoadableModuleTest):
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         self.delayDisplay("Sample generation passed")
+
+    def test_MultiModalAnnotationTemplateToPackage(self) -> None:
+        """Template -> segmentation on a loaded sample -> paint -> save and export the package."""
+        import numpy as np
+
+        _requireCore()
+        logic = MultiModalAnnotationLogic()
+        self.assertIn("lung-ct", logic.builtinTemplates())
+        workdir = tempfile.mkdtemp(prefix="mmanno-annotation-")
+        try:
+            root, nodes = logic.generateSample("ct-chest", workdir, seed=2)
+            with self.assertRaises(ValueError):
+                logic.startAnnotation("lung-ct", None, "A01")
+            documentNode, segmentation = logic.startAnnotation("lung-ct", nodes[0], "A01")
+            self.assertEqual(segmentation.GetSegmentation().GetNthSegmentID(0), "LUNG_LEFT")
+            from MultiModalAnnotationLib.mrml.documents import _oriented_mask
+            from RTSSBridgeLib.mrml.volumes import geometry_from_volume_node
+
+            grid = geometry_from_volume_node(nodes[0])
+            painted = np.zeros(grid.array_shape, dtype=bool)
+            painted[60:70, 200:240, 300:340] = True
+            segmentation.GetSegmentation().GetSegment("LUNG_LEFT").AddRepresentation(
+                "Binary labelmap", _oriented_mask(painted, grid))
+            saved = logic.saveDocument(documentNode, workdir, "A02")
+            self.assertTrue(os.path.isfile(saved))
+            package = logic.exportPackage(documentNode, workdir, "A02", asZip=True)
+            from MultiModalAnnotationLib.package import read_package
+
+            read = read_package(package)
+            self.assertEqual([a.label_code for a in read.document.annotations], ["LUNG_LEFT"])
+            self.assertEqual(read.document.metadata["annotator"], "A02")
+            self.assertTrue(np.array_equal(read.masks["LUNG_LEFT"].voxels, painted))
+            self.assertTrue(root)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.delayDisplay("Template to package passed")

@@ -421,3 +421,25 @@ def test_slicer_colour_table_export_loads_in_slicer(template_id: str, tmp_path: 
         node.GetColor(value, rgba)
         assert [round(c * 255) for c in rgba[:3]] == list(label.color or ())
         assert node.GetTerminologyType(value).GetCodeValue() == label.codes["type"].value
+
+
+def test_panel_lists_the_builtin_templates() -> None:
+    """The module file's BUILTIN_TEMPLATES (needed before the core is importable) equals the core's list."""
+    import ast
+
+    tree = ast.parse((REPO / "MultiModalAnnotation" / "MultiModalAnnotation.py").read_text("utf-8"))
+    assigned = next(n for n in tree.body if isinstance(n, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "BUILTIN_TEMPLATES" for t in n.targets))
+    assert tuple(ast.literal_eval(assigned.value)) == tuple(builtin_template_ids())
+
+
+def test_demo_packages_the_ground_truth_annotation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mmanno demo ends with the annotation document, its package (verified) and the template exports."""
+    assert main(["demo", "--kind", "us-thyroid", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "demo" / "report.json").read_text("utf-8"))
+    assert report["annotation"]["template"] == "thyroid-us-tirads 1.0.0"
+    names = [c["check"] for c in report["checks"] if c["passed"]]
+    assert any(n.startswith("export package matches its manifest") for n in names)
+    assert any(n.startswith("template exports") for n in names)
+    assert (tmp_path / "demo" / "annotation_package" / "manifest.json").is_file()
+    assert "Annotation document and export package" in (tmp_path / "demo" / "report.html").read_text("utf-8")

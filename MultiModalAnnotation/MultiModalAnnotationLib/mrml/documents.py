@@ -44,6 +44,7 @@ REF_SEGMENTATION = "MultiModalAnnotation.Segmentation"
 REF_POINTS = "MultiModalAnnotation.Points"
 REF_SHAPES = "MultiModalAnnotation.Shapes"
 POINT_PREFIX = "MultiModalAnnotation.Annotation."
+TEMPLATE_SOURCE = "MultiModalAnnotation.TemplateSource"
 BINARY_LABELMAP = "Binary labelmap"
 
 
@@ -169,6 +170,22 @@ def scene_from_document(scene: Any, document: AnnotationDocument, template: Labe
     return nodes
 
 
+def start_document(scene: Any, template: LabelTemplate, image: ImageRef, task_id: str, metadata: Dict[str, Any],
+                   template_source: str = "", name: Optional[str] = None, locale: str = "en") -> DocumentNodes:
+    """An empty document for ``image`` with a segmentation made from ``template`` (one empty coded
+    segment per label with a value), ready for a person to paint; read it with
+    :func:`document_from_scene` (empty segments are left out)."""
+    from .templates import segmentation_from_template
+
+    empty = AnnotationDocument(task_id, template.id, template.version, image, (), metadata)
+    nodes = scene_from_document(scene, empty, template, {}, name=name, locale=locale)
+    seg = segmentation_from_template(scene, template, name=f"{nodes.document_node.GetName()} masks", locale=locale)
+    nodes.document_node.SetNodeReferenceID(REF_SEGMENTATION, seg.GetID())
+    nodes.document_node.SetAttribute(TEMPLATE_SOURCE, template_source or template.id)
+    nodes.segmentation = seg
+    return nodes
+
+
 def _box_axes_ras(grid: ImageGeometry) -> np.ndarray:
     axes = LPS_TO_RAS @ grid.direction_matrix  # columns: i, j, k unit vectors in RAS
     if np.linalg.det(axes) < 0:  # a ROI is oriented by a rotation; a box is symmetric in k
@@ -254,7 +271,10 @@ def document_from_scene(scene: Any, document_node: Any = None, template: Optiona
             raw = _tag(segment, TAG_ANNOTATION)
             meta = json.loads(raw) if raw else _fallback_meta(_tag(segment, TAG_LABEL_CODE) or segment_id,
                                                                segment_id, "mask", template)
-            masks[meta["id"]] = _segment_mask(seg, segment_id, grid)
+            mask = _segment_mask(seg, segment_id, grid)
+            if not raw and not mask.any():
+                continue  # an unpainted segment of the template is not an annotation
+            masks[meta["id"]] = mask
             found[meta["id"]] = _annotation(meta, {"mask_file": f"masks/{meta['id']}.nii.gz"})
     points = document_node.GetNodeReference(REF_POINTS)
     if points is not None:
