@@ -4,6 +4,7 @@ fails with one line and a non-zero status on bad input (ARCHITECTURE.md "Command
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -207,9 +208,19 @@ def test_inspect_folder_without_dicom(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_every_subcommand_has_help_and_json() -> None:
     from MultiModalAnnotationLib.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, subparser in sub.choices.items():  # type: ignore[attr-defined]
+    def leaves(parser: Any, prefix: str) -> List[Tuple[str, Any]]:
+        """Every runnable subcommand; groups (``template validate``...) are walked down."""
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [(prefix, parser)]
+        found: List[Tuple[str, Any]] = []
+        for name, subparser in groups[0].choices.items():
+            found += leaves(subparser, f"{prefix} {name}".strip())
+        return found
+
+    commands = leaves(build_parser(), "")
+    assert "template validate" in dict(commands) and "package verify" in dict(commands)
+    for name, subparser in commands:
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name
 
