@@ -443,3 +443,45 @@ def test_demo_packages_the_ground_truth_annotation(tmp_path: Path, capsys: pytes
     assert any(n.startswith("template exports") for n in names)
     assert (tmp_path / "demo" / "annotation_package" / "manifest.json").is_file()
     assert "Annotation document and export package" in (tmp_path / "demo" / "report.html").read_text("utf-8")
+
+
+@pytest.mark.skipif(__import__("sys").version_info < (3, 10),
+                    reason="dcmqi is a dev dependency of the Python >= 3.10 leg only (pyproject dev extra)")
+def test_dcmqi_metadata_makes_a_dicom_seg_with_the_template_codes(sample_case: Any, tmp_path: Path) -> None:
+    """The dcmqi export is what dcmqi's itkimage2segimage reads: the sample's labelmap and CT series
+    become a DICOM SEG whose segments carry the template's labels and SNOMED CT codes."""
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pydicom
+
+    from RTSSBridgeLib.nifti import read_nifti
+
+    exe = shutil.which("itkimage2segimage") or str(Path(sys.executable).with_name("itkimage2segimage"))
+    assert Path(exe).exists(), "itkimage2segimage missing: install the dev extra (pip install -e '.[dev]')"
+    case = Path(sample_case("ct-chest", slices=12).root)
+    labels = case / "ground_truth" / "ct_labels.nii.gz"
+    values = sorted(int(v) for v in np.unique(read_nifti(labels).voxels) if v)
+    template = builtin_template("lung-ct")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(dcmqi_segmentation_metadata(template, values)), "utf-8")
+    out = tmp_path / "seg.dcm"
+    result = subprocess.run([exe, "--inputImageList", str(labels),
+                             "--inputDICOMDirectory", str(case / "dicom" / "CT_CHEST"),
+                             "--inputMetadata", str(meta), "--outputDICOM", str(out)],
+                            capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    seg = pydicom.dcmread(str(out))
+    assert seg.Modality == "SEG"
+    label_set = template.to_label_set()
+    assert len(seg.SegmentSequence) == len(values)
+    for item, value in zip(seg.SegmentSequence, values):
+        info = label_set.by_value(value)
+        assert info is not None and item.SegmentLabel == info.name
+        assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == info.category.value  # type: ignore[union-attr]
+        assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == info.type.value  # type: ignore[union-attr]
+        if info.type_modifier is not None:
+            modifier = item.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0]
+            assert modifier.CodeValue == info.type_modifier.value
