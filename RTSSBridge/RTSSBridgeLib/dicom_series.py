@@ -582,15 +582,17 @@ def iter_files(root: str) -> List[str]:
 def scan_dicom(
     root: str | os.PathLike[str],
     progress: Optional[Callable[[int, int], None]] = None,
+    paths: Optional[Sequence[str]] = None,
 ) -> DicomScan:
     """Read the headers of every file below ``root`` and return the loadable series.
 
-    Never raises for a bad file: every defect becomes a :class:`Problem` (in the series it
-    concerns, or in :attr:`DicomScan.problems`). Raises :class:`DicomError` only when
-    ``root`` does not exist.
+    ``paths`` restricts the scan to those files (the admission check passes the files that
+    survived screening, so that quarantined files are never parsed). Never raises for a bad
+    file: every defect becomes a :class:`Problem` (in the series it concerns, or in
+    :attr:`DicomScan.problems`). Raises :class:`DicomError` only when ``root`` does not exist.
     """
     root_str = os.fspath(root)
-    paths = iter_files(root_str)
+    paths = iter_files(root_str) if paths is None else [os.fspath(p) for p in paths]
     loose: List[Problem] = []
     headers: List[_FileHeader] = []
     for n, path in enumerate(paths, 1):

@@ -217,10 +217,9 @@ def _collect(found: IdentifyingValues, elem: Any) -> None:
         for v in _values(elem):
             found.add("name", keyword, v)
         return
+    # Private text is not collected as such (it holds model names, protocol names ...); the names
+    # and IDs it repeats are found because every output element is searched for their tokens.
     category = _KEYWORD_CATEGORY.get(keyword)
-    if category is None and elem.tag.is_private and not elem.tag.is_private_creator and \
-            vr in ("LO", "LT", "SH", "ST", "UT", "UN"):
-        category = "free_text"  # private text repeats identifiers (the classic leak)
     if category is not None and vr in _TEXT_VRS:
         for v in _values(elem):
             found.add(category, keyword, v)
