@@ -176,7 +176,7 @@ def _resolve_code(row: Dict[str, Any], options: Sequence[str]) -> Act:
         return Act.CLEAN
     action = str(row["action"])
     if action == "X/Z/U*":
-        return Act.PSEUDONYMISE if row.get("vr") == "UI" else Act.BLANK
+        return Act.PSEUDONYMISE if row.get("vr") in ("UI", "SQ") else Act.BLANK
     return _CODES[action] if action in _CODES else _NAMED[action]
 
 
