@@ -33,7 +33,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .errors import DicomError
+from .errors import DicomError, GeometryError
 from .geometry import ImageGeometry
 from .problems import Problem, ProblemCode, Severity
 
@@ -616,7 +616,11 @@ def scan_dicom(
 
     series: List[DicomSeries] = []
     for key in sorted(groups):
-        series.extend(_build_series(key, groups[key]))
+        try:
+            series.extend(_build_series(key, groups[key]))
+        except GeometryError as exc:  # e.g. a sheared orientation: report it, keep scanning the rest
+            loose.append(Problem(ProblemCode.INVALID_GEOMETRY, Severity.ERROR,
+                                 f"the series cannot be built: {exc}", tuple(sorted(h.path for h in groups[key]))))
     return DicomScan(root=root_str, series=series, problems=loose, n_files=len(paths))
 
 

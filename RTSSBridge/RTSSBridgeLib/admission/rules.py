@@ -191,6 +191,11 @@ def rule_geometry(ctx: CheckContext, spec: RuleSpec) -> List[Finding]:
     """R-7.2: an explicit direction matrix that fixes orientation (orthonormal Image Orientation),
     spacing with units (Pixel Spacing) and an origin (Image Position) on every volume slice."""
     out = []
+    for p in ctx.scan.problems:  # series the loader could not build (a sheared orientation ...)
+        if p.code == ProblemCode.INVALID_GEOMETRY:
+            code = "NON_ORTHONORMAL_DIRECTION" if "orthonormal" in p.message else "INVALID_GEOMETRY"
+            out.append(_f(spec, code, "error", p.message, ctx.case_of_file(p.files[0]) if p.files else "",
+                          files=p.files))
     for case, view in _series_findings(ctx, spec):
         s = view.series
         volume = s.modality in _VOLUME_MODALITIES
@@ -232,7 +237,8 @@ def _sample(view: SeriesView, n: int) -> SeriesView:
 def rule_pixel_values(ctx: CheckContext, spec: RuleSpec) -> List[Finding]:
     """R-7.2: CT values in Hounsfield units (rescale present, values in a plausible range, air near
     -1000); MR without signal dropout (a slice far darker than both neighbours) or a severe bias
-    field (left/right foreground signal ratio) - the MR checks are heuristics and warn."""
+    field (a log-linear left-right trend of the foreground signal) - the MR checks are
+    heuristics and warn."""
     out = []
     p = spec.params
     for case, view in _series_findings(ctx, spec):
@@ -303,21 +309,23 @@ def _mr_checks(spec: RuleSpec, case: Case, view: SeriesView, v: np.ndarray, p: D
     threshold = float(np.percentile(v, 99)) * 0.1
     mask = v > threshold
     if mask.sum() > 1000:
-        g = view.series.geometry
+        # log-signal of the foreground fitted linearly along the patient's left-right axis: anatomy is
+        # symmetric, so the slope is the bias field; the ratio is its gain across the foreground
+        # (1.00-1.04 on the generated heads, 1.33 with a 0.3-1.7 gain ramp across the field of view)
         k, j, i = np.nonzero(mask)
         step = max(1, len(i) // 200000)
         points = np.stack([i[::step], j[::step], k[::step]], axis=1).astype(np.float64)
-        x = g.ijk_to_lps(points)[:, 0]  # patient left-right (LPS x)
-        values = v[k[::step], j[::step], i[::step]]
-        middle = float(np.median(x))
-        right, left = values[x < middle], values[x >= middle]
-        if right.size and left.size:
-            lr = float(max(right.mean(), left.mean()) / max(min(right.mean(), left.mean()), 1e-9))
-            if lr > float(p.get("bias_ratio", 1.5)):
+        x = view.series.geometry.ijk_to_lps(points)[:, 0]
+        logs = np.log(v[k[::step], j[::step], i[::step]])
+        span = float(np.percentile(x, 95) - np.percentile(x, 5))
+        if span > 0:
+            slope = float(np.polyfit(x, logs, 1)[0])
+            lr = float(np.exp(abs(slope) * span))
+            if lr > float(p.get("bias_ratio", 1.25)):
                 out.append(_f(spec, "MR_BIAS_FIELD", "warning",
-                              f"mean foreground signal differs {lr:.2f}-fold between the patient's left and right "
-                              "halves: a severe bias field is suspected (heuristic; N4 correction advised)",
-                              case.label, view))
+                              f"foreground signal changes {lr:.2f}-fold from the patient's right to left "
+                              f"({span:.0f} mm): a severe bias field is suspected (heuristic; N4 correction "
+                              "advised)", case.label, view))
     return out
 
 

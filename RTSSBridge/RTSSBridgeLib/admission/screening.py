@@ -114,10 +114,16 @@ def screen_bytes(path: str, head: bytes, size: int, allowed_data: Sequence[str] 
     has_dicm = len(head) >= 132 and head[128:132] == b"DICM"
     if has_dicm:
         preamble = head[:128]
-        for magic, what in EXECUTABLE_MAGIC + SCRIPT_MAGIC:
+        for magic, what in EXECUTABLE_MAGIC:
             if preamble.startswith(magic):
                 return Screening(path, "rejected", size, ScreenCode.POLYGLOT_PREAMBLE,
-                                 f"the 128-byte DICOM preamble holds a {what}: a DICOM/executable polyglot")
+                                 f"the 128-byte DICOM preamble holds an executable header ({what}): "
+                                 "a DICOM/executable polyglot")
+        for magic, what in SCRIPT_MAGIC:
+            if preamble.startswith(magic):
+                return Screening(path, "rejected", size, ScreenCode.POLYGLOT_PREAMBLE,
+                                 f"the 128-byte DICOM preamble holds a script or document header ({what}): "
+                                 "a DICOM polyglot")
         if preamble.startswith(b"PK\x03\x04"):
             return Screening(path, "rejected", size, ScreenCode.POLYGLOT_PREAMBLE,
                              "the 128-byte DICOM preamble holds a zip header: a DICOM/archive polyglot")
@@ -130,7 +136,7 @@ def screen_bytes(path: str, head: bytes, size: int, allowed_data: Sequence[str] 
         return Screening(path, "dicom", size)
     for magic, what in EXECUTABLE_MAGIC:
         if head.startswith(magic):
-            return Screening(path, "rejected", size, ScreenCode.EXECUTABLE, f"an executable ({what})")
+            return Screening(path, "rejected", size, ScreenCode.EXECUTABLE, f"an executable file ({what})")
     if _looks_like_bare_dataset(head) and ext not in SCRIPT_EXTENSIONS:
         return Screening(path, "dicom", size)
     for offset, magic, what in ARCHIVE_MAGIC:
