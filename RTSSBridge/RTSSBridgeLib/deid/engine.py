@@ -34,6 +34,7 @@ from .rawdicom import (
     UNDEFINED,
     DicomFile,
     Element,
+    NeedMoreData,
     RawParseError,
     Writer,
     dictionary_vr,
@@ -131,13 +132,21 @@ class FileDeidentifier:
         self._method_value = "\\".join(profile.method_description).encode("ascii", "replace")
 
     # ------------------------------------------------------------------ one file
-    def deidentify(self, path: str, data: bytes) -> Tuple[List[Any], Outcome]:
-        """The de-identified file as byte chunks (write them in order; the pixel data is a view of
+    def deidentify(self, path: str, data: bytes, file_size: Optional[int] = None) -> Tuple[List[Any], Outcome]:
+        """The de-identified file as chunks (write them in order; the pixel data is a view of
         ``data``, not a copy) and the outcome. Raises :class:`DicomError` for a file that cannot be
-        parsed even by pydicom's tolerant reader."""
+        parsed even by pydicom's tolerant reader.
+
+        With ``file_size`` larger than ``data``, ``data`` is the head of the file: when the only
+        element beyond it is the final native pixel data, the last chunk is a
+        :class:`~.rawdicom.SourceRange` the caller copies from the file; otherwise
+        :class:`~.rawdicom.NeedMoreData` asks for the whole file.
+        """
         try:
-            dicom = DicomFile(path, data)
+            dicom = DicomFile(path, data, file_size)
         except RawParseError:
+            if file_size is not None and file_size > len(data):
+                raise NeedMoreData() from None
             dicom = DicomFile(path, _reencode_with_pydicom(path, data))
         return self._deidentify(dicom, path)
 

@@ -96,6 +96,25 @@ class Element:
         return f"Element(({self.tag >> 16:04X},{self.tag & 0xFFFF:04X}) {self.vr} len={self.length})"
 
 
+class NeedMoreData(Exception):
+    """A partial buffer (the head of a file) does not hold every element but the last pixel data:
+    the caller reads the whole file instead."""
+
+
+class SourceRange:
+    """Bytes ``[offset, offset + length)`` of the source file that the writer copies without reading
+    them into memory (the tail of the pixel data when only the head of the file was read)."""
+
+    __slots__ = ("length", "offset")
+
+    def __init__(self, offset: int, length: int) -> None:
+        self.offset = offset
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class RawParseError(DicomError):
     """The bytes do not follow the encoding the file declares.
 
@@ -108,11 +127,14 @@ def _fail(path: str, offset: int, what: str) -> RawParseError:
 
 
 def parse_dataset(buf: bytes, start: int, stop: int, explicit: bool, little: bool, path: str = "",
-                  in_undefined_item: bool = False) -> Tuple[List[Element], int]:
+                  in_undefined_item: bool = False, file_size: Optional[int] = None) -> Tuple[List[Element], int]:
     """Parse elements from ``buf[start:stop]``.
 
     Returns the elements and the offset after the last byte consumed (after an item delimiter
-    when ``in_undefined_item``). Raises :class:`RawParseError` on malformed bytes.
+    when ``in_undefined_item``). Raises :class:`RawParseError` on malformed bytes. With
+    ``file_size`` (top level only), ``buf`` is the head of a file of that size: a native Pixel
+    Data element that ends exactly at the end of the file may extend past ``buf`` (its value is
+    then copied from the file); anything else beyond ``buf`` raises :class:`NeedMoreData`.
     """
     elements: List[Element] = []
     pos = start
@@ -122,6 +144,8 @@ def parse_dataset(buf: bytes, start: int, stop: int, explicit: bool, little: boo
     u32 = struct.Struct(e + "I")
     while pos < stop:
         if pos + 8 > stop:
+            if file_size is not None and file_size > stop:
+                raise NeedMoreData()
             if in_undefined_item or any(buf[pos:stop]):
                 raise _fail(path, pos, "data set ends inside an element header")
             return elements, stop  # trailing zero padding
@@ -140,6 +164,8 @@ def parse_dataset(buf: bytes, start: int, stop: int, explicit: bool, little: boo
             vr = raw_vr.decode("ascii")
             if vr in LONG_VRS:
                 if pos + 12 > stop:
+                    if file_size is not None and file_size > stop:
+                        raise NeedMoreData()
                     raise _fail(path, pos, "data set ends inside an element header")
                 length = u32.unpack_from(buf, pos + 8)[0]
                 value_offset = pos + 12
@@ -151,6 +177,8 @@ def parse_dataset(buf: bytes, start: int, stop: int, explicit: bool, little: boo
             value_offset = pos + 8
             vr = dictionary_vr(tag)
         if length == UNDEFINED:
+            if file_size is not None and file_size > stop:
+                raise NeedMoreData()  # fragments or sequences are walked in full
             if tag == PIXEL_DATA or (explicit and vr not in ("SQ", "UN")):
                 # encapsulated pixel data (or another encapsulated OB value): fragments kept opaque
                 end = _skip_fragments(buf, value_offset, stop, little, path)
@@ -166,6 +194,11 @@ def parse_dataset(buf: bytes, start: int, stop: int, explicit: bool, little: boo
             continue
         end = value_offset + length
         if end > stop:
+            if file_size is not None and file_size > stop:
+                if tag == PIXEL_DATA and end == file_size:
+                    elements.append(Element(tag, vr, pos, value_offset, length, end, explicit, little))
+                    return elements, end
+                raise NeedMoreData()
             raise _fail(path, pos, f"element ({group:04X},{elem:04X}) declares {length} bytes beyond the end "
                                    "of its data set (truncated)")
         if vr == "SQ":
@@ -240,9 +273,12 @@ class DicomFile:
     the body.
     """
 
-    def __init__(self, path: str, data: bytes) -> None:
+    def __init__(self, path: str, data: bytes, file_size: Optional[int] = None) -> None:
+        """``data`` is the file, or only its head when ``file_size`` is larger (see
+        :func:`parse_dataset`; raises :class:`NeedMoreData` when the head is not enough)."""
         self.path = path
         self.data = data
+        partial = file_size if file_size is not None and file_size > len(data) else None
         self.preamble = b""
         self.meta: List[Element] = []
         pos = 0
@@ -250,6 +286,8 @@ class DicomFile:
             self.preamble = bytes(data[:128])
             pos = 132
             meta_end = self._meta_end(data, pos)
+            if file_size is not None and file_size > len(data) and meta_end >= len(data):
+                raise NeedMoreData()
             self.meta, _ = parse_dataset(data, pos, meta_end, True, True, path)
             pos = meta_end
         ts = ""
@@ -261,6 +299,8 @@ class DicomFile:
         self.transfer_syntax = ts
         self.body_offset = pos
         if ts == DEFLATED_LITTLE:
+            if partial is not None:
+                raise NeedMoreData()
             try:
                 self.body: bytes = zlib.decompress(bytes(data[pos:]), -15)
             except zlib.error as exc:
@@ -272,7 +312,8 @@ class DicomFile:
             start = pos
         self.explicit = ts != IMPLICIT_LITTLE
         self.little = ts != EXPLICIT_BIG
-        self.elements, _ = parse_dataset(self.body, start, len(self.body), self.explicit, self.little, path)
+        self.elements, _ = parse_dataset(self.body, start, len(self.body), self.explicit, self.little, path,
+                                         file_size=partial)
 
     @staticmethod
     def _meta_end(data: bytes, pos: int) -> int:
@@ -385,6 +426,10 @@ class Writer:
     def copy(self, buf: bytes, el: Element) -> None:
         """An element kept as it is: its own bytes when the encodings agree, else re-headed."""
         if el.explicit == self.explicit and el.little == self.little:
+            if el.end > len(buf):  # pixel data of a file read only in part: copy the rest from the file
+                self._slice(buf, el.offset, len(buf))
+                self.raw(SourceRange(len(buf), el.end - len(buf)))
+                return
             self._slice(buf, el.offset, el.end)
             return
         if el.length == UNDEFINED:  # encapsulated pixel data keeps its fragments
