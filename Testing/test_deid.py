@@ -25,7 +25,7 @@ from RTSSBridgeLib.deid.engine import FileDeidentifier
 from RTSSBridgeLib.deid.keys import Keyring, generate_key_file, read_key_file
 from RTSSBridgeLib.deid.profile import compile_profile
 from RTSSBridgeLib.deid.registry import read_operations
-from RTSSBridgeLib.deid.verify import collect_identifying_values, compare_series, verify_output
+from RTSSBridgeLib.deid.verify import collect_identifying_values, compact, compare_series, verify_output
 from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
 from RTSSBridgeLib.errors import InputError
 from RTSSBridgeLib.uids import keyed_uid
@@ -500,3 +500,27 @@ def test_cli_deid_verify_keygen_profiles(sample_case: Any, tmp_path: Path, capsy
     with pytest.raises(SystemExit) as exc:
         main(["deid", "verify", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_demo_checks_deidentifies_and_loads_only_the_deidentified_copy(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """mmanno demo: admission check and de-identification run before loading; the report shows
+    zero leaks and identical images, every later step reads the de-identified copy, and neither
+    report carries an identifying value of the generated case."""
+    code = main(["demo", "--kind", "xray-ra", "--out", str(tmp_path / "demo"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "demo" / "report.json").read_text(encoding="utf-8"))
+    names = [c["check"] for c in report["checks"]]
+    assert names[:4] == ["admission: no blocking finding", "de-identification: every image written",
+                         "leak check: zero leaks", "de-identified images: same geometry and voxels"]
+    assert report["intake"]["n_leaks"] == 0 and report["intake"]["deid_profile"] == "ra-xray"
+    assert report["case"]["loaded_from"] == "deidentified"
+    found = collect_identifying_values(str(tmp_path / "demo" / "case"))
+    for name in ("report.json", "report.html"):
+        text = (tmp_path / "demo" / name).read_text(encoding="utf-8")
+        pattern = found.pattern()
+        assert pattern is not None and pattern.search(compact(text)) is None, name
+        assert not any(uid in text for uid in found.uids), name
+    if os.name == "posix":
+        assert stat.S_IMODE((tmp_path / "demo" / "private" / "demo.key").stat().st_mode) == 0o600
