@@ -412,8 +412,8 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 showVolumes(result["nodes"])
                 self.ui.intakeStatusLabel.text = _(
-                    "Admitted ({verdict}), de-identified ({files} files, no leak) and loaded {count} volume(s).").format(
-                    verdict=result["admission"]["verdict"], files=result["deid"]["counts"]["written"],
+                    "Admitted ({verdict}), de-identified ({files} files, no leak), loaded {count} volume(s)."
+                ).format(verdict=result["admission"]["verdict"], files=result["deid"]["counts"]["written"],
                     count=len(result["nodes"]))
 
     # ------------------------------------------------------------------ helpers

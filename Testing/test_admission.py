@@ -10,7 +10,7 @@ import shutil
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pydicom
@@ -32,7 +32,7 @@ from .deid_fixtures import save
 def ct_series(folder: Path, shape: Tuple[int, int, int] = (512, 512, 100), thickness: float = 1.25,
               seed: int = 0, patient: int = 0) -> List[Path]:
     """A CT series with air and a water disc (HU) on an axial grid (files named by SOP UID)."""
-    n_i, n_j, n_k = shape
+    n_i, n_j, _ = shape
     geometry = ImageGeometry(shape, (0.7, 0.7, thickness), (-n_i * 0.35, -n_j * 0.35, -60.0))
     yy, xx = np.mgrid[0:n_j, 0:n_i]
     image = np.where((xx - n_i / 2) ** 2 + (yy - n_j / 2) ** 2 < (0.4 * n_i) ** 2, 40.0, -1000.0)
@@ -156,7 +156,7 @@ def _bad_file(kind: str, template: bytes, folder: Path) -> Path:
     elif kind == "truncated-header":
         path, data = folder / "IM9996.dcm", template[:140]
     elif kind == "text-named-dcm":
-        path, data = folder / "IM9995.dcm", "Patient report: all good\n".encode()
+        path, data = folder / "IM9995.dcm", b"Patient report: all good\n"
     elif kind == "zip":
         path = folder / "images.zip"
         with zipfile.ZipFile(path, "w") as z:

@@ -167,10 +167,12 @@ def test_real_rtss_files_resolve_after_deidentification(folder: str, key_file: s
     ct_after = [d for d in after.values() if d.Modality == "CT"]
     # the same references that resolved before resolve after (the cheese RTSS references 144 CT
     # slices of which 6 are present: the unresolved ones stay unresolved, none more)
-    assert sorted(rtss_resolution_problems(rt_after, ct_after)) == sorted(rtss_resolution_problems(rt_before, ct_before))
+    before_problems = sorted(rtss_resolution_problems(rt_before, ct_before))
+    assert sorted(rtss_resolution_problems(rt_after, ct_after)) == before_problems
     key = read_key_file(key_file)
     ref = rt_after.ReferencedFrameOfReferenceSequence[0]
-    assert ref.FrameOfReferenceUID == keyed_uid(key, rt_before.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID)
+    original_frame = rt_before.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    assert ref.FrameOfReferenceUID == keyed_uid(key, original_frame)
     assert verify_output(str(out), str(src))["n_leaks"] == 0
 
 
@@ -395,7 +397,7 @@ def test_every_transfer_syntax_gives_the_same_deidentified_data_set(syntax: str)
     engine = FileDeidentifier(compile_profile("brain-mets-mr"), Keyring(b"k" * 32))
     reference = pydicom.dcmread(io.BytesIO(b"".join(
         bytes(c) for c in engine.deidentify("r", file_bytes(identified_dataset(), EXPLICIT))[0])))
-    chunks, outcome = engine.deidentify("x", file_bytes(identified_dataset(), syntax))
+    chunks, _ = engine.deidentify("x", file_bytes(identified_dataset(), syntax))
     result = pydicom.dcmread(io.BytesIO(b"".join(bytes(c) for c in chunks)))
     assert str(result.file_meta.TransferSyntaxUID) == syntax
     for elem in reference:

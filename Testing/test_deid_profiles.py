@@ -152,7 +152,8 @@ def test_seed_table_row(case: Tuple[str, str, int, str, str], outputs: Dict[Any,
 @pytest.mark.parametrize("profile,table,row,rule,seed_action", [
     ("brain-mets-mr", "5-1", 35, "all_instance_uids", "假名"), ("brain-mets-mr", "5-1", 36, "all_dates", "日期概化"),
     ("brain-mets-mr", "5-1", 37, "all_private_attributes", "移除"),
-    ("brain-mets-mr", "5-2", 21, "all_instance_uids", "假名"), ("brain-mets-mr", "5-2", 22, "all_private_attributes", "移除"),
+    ("brain-mets-mr", "5-2", 21, "all_instance_uids", "假名"),
+    ("brain-mets-mr", "5-2", 22, "all_private_attributes", "移除"),
     ("ra-xray", "5-1", 30, "all_instance_uids", "假名"), ("ra-xray", "5-1", 31, "all_dates", "日期概化"),
     ("ra-xray", "5-1", 32, "all_private_attributes", "移除"),
 ])
@@ -167,7 +168,8 @@ def test_seed_table_general_row(profile: str, table: str, row: int, rule: str, s
         assert not [e for e in result.iterall() if e.tag.is_private]
         assert [e for e in original.iterall() if e.tag.is_private]
     elif rule == "all_instance_uids":
-        originals = {str(e.value) for e in original.iterall() if e.VR == "UI" and not str(e.value).startswith("1.2.840.10008")}
+        originals = {str(e.value) for e in original.iterall()
+                     if e.VR == "UI" and not str(e.value).startswith("1.2.840.10008")}
         after = {str(e.value) for e in result.iterall() if e.VR == "UI"}
         assert originals and not originals & after
         instance_after = {u for u in after if not u.startswith("1.2.840.10008")}
@@ -256,7 +258,8 @@ def test_modified_dates_option_shifts_dates_by_one_offset_per_patient() -> None:
     """Retain Longitudinal Temporal Information Modified Dates: every date of a patient moves by
     the same keyed offset (intervals kept); another patient gets another offset; times are kept."""
     engine = FileDeidentifier(compile_profile("basic", ["retain_longitudinal_modified_dates"]), Keyring(KEY))
-    a = pydicom.dcmread(io.BytesIO(b"".join(bytes(c) for c in engine.deidentify("a", file_bytes(identified_dataset()))[0])))
+    a = pydicom.dcmread(io.BytesIO(b"".join(
+        bytes(c) for c in engine.deidentify("a", file_bytes(identified_dataset()))[0])))
     other = identified_dataset(patient={"PatientID": "B0000001"})
     b = pydicom.dcmread(io.BytesIO(b"".join(bytes(c) for c in engine.deidentify("b", file_bytes(other))[0])))
     import datetime as dt

@@ -27,7 +27,7 @@ def original(tmp_path: Path) -> Path:
 def clean_copy() -> pydicom.Dataset:
     """A hand-cleaned copy of the identified object: nothing identifying left (the control)."""
     ds = identified_dataset()
-    for keyword in list(PLANTED) + ["InstitutionAddress", "StudyStatusID"]:
+    for keyword in [*PLANTED, "InstitutionAddress", "StudyStatusID"]:
         if keyword in ds:
             delattr(ds, keyword)
     for elem in list(ds):

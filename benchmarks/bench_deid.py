@@ -53,7 +53,7 @@ def ensure_peers() -> None:
     """Install the peer tools from benchmarks/requirements-peers.txt when they are missing."""
     missing = []
     for module in ("dicognito", "deid"):
-        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode != 0:
+        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, check=False).returncode:
             missing.append(module)
     if missing:
         print(f"installing peers: {', '.join(missing)}", file=sys.stderr)
@@ -216,7 +216,8 @@ def main() -> int:
         print(f"| {r['tool']} | {r['median_s']:.2f} | {r['files_per_s']:.0f} | {r['peak_rss_mb']:.0f} | "
               f"{r['peak_pss_mb']:.0f} | {r['n_leaks']} | {categories} | {r['images']} |")
     if summary:
-        print(f"\nmmanno: {summary['throughput_ratio']}x the throughput of the faster peer ({summary['fastest_peer']}), "
+        print(f"\nmmanno: {summary['throughput_ratio']}x the throughput of the faster peer "
+              f"({summary['fastest_peer']}), "
               f"{summary['memory_ratio_rss']}x its peak RSS, {summary['memory_ratio_pss']}x its peak PSS. "
               f"Results: {path}")
     return 0

@@ -57,6 +57,7 @@ def _series_label(view_series: Any) -> str:
 
 
 def _view(series: Any) -> SeriesView:
+    ds: pydicom.Dataset
     try:
         ds = pydicom.dcmread(series.files[0], stop_before_pixels=True, force=True, specific_tags=_IDENTITY_TAGS)
     except Exception:  # the scan read it a moment ago; a race leaves the identity unknown

@@ -62,6 +62,7 @@ def render_admission_html(report: Dict[str, Any]) -> str:
     rules = "".join(f"<li><b>{esc(r['clause'])}</b> {esc(r['title'])}{' — blocking' if r['blocking'] else ''}</li>"
                     for r in profile["rules"])
     thickness = report["declared_thickness_mm"]
+    declared = f" Declared thick slice thickness: {thickness:g} mm." if thickness else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Admission report</title>
 <style>
@@ -72,9 +73,9 @@ tr.warning td {{ background: #fff6dd; }} td.files {{ font-size: 0.85em; color: #
 .verdict {{ font-size: 1.4em; font-weight: bold; color: {_COLOURS[verdict]}; }}
 </style></head><body>
 <h1>Admission report</h1>
-<p>Checked <code>{esc(report['checked_path'])}</code> with profile <b>{esc(profile['name'])}</b> {esc(profile['version'])}
-({esc(profile['title'])}) on {esc(report['created_utc'])} UTC by {esc(report['software']['name'])}
-{esc(report['software']['version'])}.{f' Declared thick slice thickness: {thickness:g} mm.' if thickness else ''}</p>
+<p>Checked <code>{esc(report['checked_path'])}</code> with profile <b>{esc(profile['name'])}</b>
+{esc(profile['version'])} ({esc(profile['title'])}) on {esc(report['created_utc'])} UTC by
+{esc(report['software']['name'])} {esc(report['software']['version'])}.{declared}</p>
 <p class="verdict">{esc(verdict)}</p>
 <p>{report['n_cases']} case(s), {report['n_cases_admitted']} admitted; {report['n_files']} file(s) received,
 {report['n_dicom_files']} read as DICOM; {report['n_blocking']} blocking finding(s).</p>

@@ -204,7 +204,8 @@ def rule_geometry(ctx: CheckContext, spec: RuleSpec) -> List[Finding]:
                 out.append(_f(spec, "MISSING_GEOMETRY", "error", p.message, case.label, view, p.files))
             elif p.code == ProblemCode.NO_PATIENT_GEOMETRY and volume:
                 out.append(_f(spec, "NO_PATIENT_GEOMETRY", "error",
-                              f"{s.modality} image without Image Position/Orientation (Patient): no origin or direction",
+                              f"{s.modality} image without Image Position/Orientation (Patient): no origin or "
+                              "direction",
                               case.label, view, p.files))
             elif p.code == ProblemCode.NO_PIXEL_SPACING:
                 out.append(_f(spec, "NO_PIXEL_SPACING", "error" if volume else "warning", p.message, case.label,
@@ -293,7 +294,7 @@ def _read(view: SeriesView, case: Case, spec: RuleSpec, out: List[Finding]) -> O
 
 
 def _mr_checks(spec: RuleSpec, case: Case, view: SeriesView, v: np.ndarray, p: Dict[str, Any]) -> List[Finding]:
-    out = []
+    out: List[Finding] = []
     if v.ndim != 3:
         return out
     means = v.reshape(v.shape[0], -1).mean(axis=1)
@@ -305,7 +306,8 @@ def _mr_checks(spec: RuleSpec, case: Case, view: SeriesView, v: np.ndarray, p: D
         files = [view.series.frames[k].path for k in dips]
         out.append(_f(spec, "MR_SIGNAL_DROPOUT", "warning",
                       f"{len(dips)} slice(s) with mean signal below {ratio:g} x both neighbours (slice index "
-                      f"{', '.join(map(str, dips[:10]))}): signal dropout suspected (heuristic)", case.label, view, files))
+                      f"{', '.join(map(str, dips[:10]))}): signal dropout suspected (heuristic)", case.label, view,
+                      files))
     threshold = float(np.percentile(v, 99)) * 0.1
     mask = v > threshold
     if mask.sum() > 1000:

@@ -28,9 +28,9 @@ from ..errors import InputError, MMAnnoError
 from ..fileio import atomic_directory, write_json_atomic
 from ..jsonschemas import schema_id, validate_document
 from .engine import FileDeidentifier, Outcome
-from .rawdicom import NeedMoreData, SourceRange
 from .keys import Keyring, read_key_file
 from .profile import CompiledProfile, compile_profile
+from .rawdicom import NeedMoreData, SourceRange
 from .registry import (
     PseudonymRegistry,
     append_operation,
