@@ -28,6 +28,7 @@ from RTSSBridgeLib.deid.registry import read_operations
 from RTSSBridgeLib.deid.verify import collect_identifying_values, compact, compare_series, verify_output
 from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
 from RTSSBridgeLib.errors import InputError
+from RTSSBridgeLib.jsonschemas import validate_document
 from RTSSBridgeLib.uids import keyed_uid
 
 from .deid_fixtures import (
@@ -245,8 +246,10 @@ def test_registry_is_private_and_the_log_and_record_carry_no_identifying_value(s
         for name in ("registry.json", "operations.jsonl"):
             assert stat.S_IMODE((private / name).stat().st_mode) == 0o600
     assert not list(out.rglob("registry.json"))
-    operations = read_operations(str(private))
+    operations = read_operations(str(private))  # validated against deid-operation
     assert operations[-1]["operation"] == "deidentify" and operations[-1]["counts"]["written"] == 1
+    validate_document(registry, "pseudonym-registry")
+    validate_document(json.loads((out / "deid-record.json").read_text(encoding="utf-8")), "deid-record")
     found = collect_identifying_values(str(case.root))
     for text in ((private / "operations.jsonl").read_text(encoding="utf-8"),
                  (out / "deid-record.json").read_text(encoding="utf-8")):

@@ -151,9 +151,10 @@ class PseudonymRegistry:
         self.data["updated_utc"] = now
         return new
 
-    def save(self) -> str:
-        """Write the registry atomically with mode 0600 (validated first)."""
-        validate_document(self.data, REGISTRY_SCHEMA, self.path)
+    def save(self, validate: bool = False) -> str:
+        """Write the registry atomically with mode 0600 (it is validated when read)."""
+        if validate:
+            validate_document(self.data, REGISTRY_SCHEMA, self.path)
         with _locked(self.folder), atomic_path(self.path) as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(self.data, fh, indent=1, ensure_ascii=False)
@@ -167,11 +168,10 @@ class PseudonymRegistry:
 
 
 def append_operation(folder: str, entry: Dict[str, Any]) -> str:
-    """Append one validated entry to the operations log (created with mode 0600)."""
+    """Append one entry to the operations log (created with mode 0600; validated when read)."""
     make_private_folder(folder)
     entry = dict(entry)
     entry.setdefault("schema", schema_id(OPERATION_SCHEMA))
-    validate_document(entry, OPERATION_SCHEMA, os.path.join(folder, OPERATIONS_FILE))
     path = os.path.join(folder, OPERATIONS_FILE)
     line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
     with _locked(folder):
