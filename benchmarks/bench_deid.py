@@ -229,7 +229,8 @@ def main() -> int:
     if summary:
         print(f"\nmmanno: {summary['throughput_ratio']}x the throughput of the faster peer "
               f"({summary['fastest_peer']}; per round {summary['throughput_ratio_per_round']}), "
-              f"{summary['cpu_ratio']}x less CPU time, {summary['memory_ratio_rss']}x its peak RSS, {summary['memory_ratio_pss']}x its peak PSS. "
+              f"{summary['cpu_ratio']}x less CPU time, {summary['memory_ratio_rss']}x its peak RSS, "
+              f"{summary['memory_ratio_pss']}x its peak PSS. "
               f"Results: {path}")
     return 0
 
