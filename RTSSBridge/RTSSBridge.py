@@ -204,7 +204,9 @@ class RTSSBridge(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Load DICOM series and NIfTI images into the scene with their exact geometry, and list every "
             "problem found on the way (missing or duplicated slices, split series, undecodable compression, "
-            "files that are not DICOM). NIfTI files can be loaded as image or labelmap volumes. "
+            "files that are not DICOM). NIfTI files can be loaded as image or labelmap volumes. The Intake section "
+            "checks a received folder against an admission profile, de-identifies it, verifies that no identifying "
+            "value is left and loads only the de-identified copy. "
             'See the <a href="{homepage}#rtssbridge">module documentation</a>.'
         ).format(homepage=HOMEPAGE)
         self.parent.acknowledgementText = _(
