@@ -204,7 +204,9 @@ class RTSSBridge(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Load DICOM series and NIfTI images into the scene with their exact geometry, and list every "
             "problem found on the way (missing or duplicated slices, split series, undecodable compression, "
-            "files that are not DICOM). NIfTI files can be loaded as image or labelmap volumes. "
+            "files that are not DICOM). NIfTI files can be loaded as image or labelmap volumes. The Intake section "
+            "checks a received folder against an admission profile, de-identifies it, verifies that no identifying "
+            "value is left and loads only the de-identified copy. "
             'See the <a href="{homepage}#rtssbridge">module documentation</a>.'
         ).format(homepage=HOMEPAGE)
         self.parent.acknowledgementText = _(
@@ -262,6 +264,7 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.seriesTableWidget.connect("itemSelectionChanged()", self.onSeriesSelectionChanged)
         self.ui.loadSelectedButton.connect("clicked(bool)", self.onLoadSelectedButton)
         self.ui.loadAllButton.connect("clicked(bool)", self.onLoadAllButton)
+        self._setupIntake()
 
         self.initializeParameterNode()
         self._updateButtons()
@@ -312,6 +315,7 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         inspected = bool(self._inspected) and self._inspectedPath == path
         self.ui.loadAllButton.enabled = inspected
         self.ui.loadSelectedButton.enabled = inspected and bool(self._selectedRows())
+        self._updateIntakeButton()
 
     # ------------------------------------------------------------------ slots
     def onInputPathChanged(self, path: str) -> None:
@@ -359,6 +363,60 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLoadAllButton(self) -> None:
         self._load(None)
+
+    # ------------------------------------------------------------------ intake (check -> de-identify -> load)
+    def _setupIntake(self) -> None:
+        """Fill the profile lists of the intake section and connect it (R-6.3, R-7.3)."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to list the admission and de-identification profiles.")):
+            self.ui.intakeAdmissionProfileComboBox.clear()
+            self.ui.intakeAdmissionProfileComboBox.addItems(self.logic.admissionProfiles())
+            self.ui.intakeDeidProfileComboBox.clear()
+            self.ui.intakeDeidProfileComboBox.addItems(self.logic.deidProfiles())
+        self.ui.intakeOutputPathLineEdit.connect("currentPathChanged(QString)", self.onIntakeOutputChanged)
+        self.ui.intakeKeyPathLineEdit.connect("currentPathChanged(QString)", self.onIntakeOutputChanged)
+        self.ui.intakeRunButton.connect("clicked(bool)", self.onIntakeRunButton)
+
+    def _updateIntakeButton(self) -> None:
+        path = self._currentPath()
+        output = str(self.ui.intakeOutputPathLineEdit.currentPath or "").strip()
+        key = str(self.ui.intakeKeyPathLineEdit.currentPath or "").strip()
+        self.ui.intakeRunButton.enabled = (bool(path) and os.path.isdir(path) and bool(output) and bool(key)
+                                           and os.path.isfile(key))
+
+    def onIntakeOutputChanged(self, path: str) -> None:
+        self._updateIntakeButton()
+
+    def _intakeProgress(self, done: int, total: int) -> None:
+        self.ui.intakeProgressBar.setMaximum(max(int(total), 1))
+        self.ui.intakeProgressBar.setValue(int(done))
+        slicer.app.processEvents()
+
+    def onIntakeRunButton(self) -> None:
+        path = self._currentPath()
+        output = str(self.ui.intakeOutputPathLineEdit.currentPath or "").strip()
+        key = str(self.ui.intakeKeyPathLineEdit.currentPath or "").strip()
+        self.ui.intakeFindingsListWidget.clear()
+        self.ui.intakeProgressBar.setValue(0)
+        with slicer.util.tryWithErrorDisplay(_("Intake of {path} failed.").format(path=path), waitCursor=True):
+            result = self.logic.intake(path, output, self.ui.intakeAdmissionProfileComboBox.currentText,
+                                       self.ui.intakeDeidProfileComboBox.currentText, key,
+                                       progress=self._intakeProgress)
+            for line in self.logic.intakeLines(result):
+                self.ui.intakeFindingsListWidget.addItem(line)
+            if result["stopped_at"] == "admission":
+                self.ui.intakeStatusLabel.text = _(
+                    "Not admitted: {count} blocking finding(s); nothing was de-identified or loaded.").format(
+                    count=result["admission"]["n_blocking"])
+            elif result["stopped_at"] == "leak check":
+                self.ui.intakeStatusLabel.text = _(
+                    "The leak check found {count} leak(s) in the de-identified copy; nothing was loaded.").format(
+                    count=result["leaks"]["n_leaks"])
+            else:
+                showVolumes(result["nodes"])
+                self.ui.intakeStatusLabel.text = _(
+                    "Admitted ({verdict}), de-identified ({files} files, no leak), loaded {count} volume(s)."
+                ).format(verdict=result["admission"]["verdict"], files=result["deid"]["counts"]["written"],
+                    count=len(result["nodes"]))
 
     # ------------------------------------------------------------------ helpers
     def _load(self, series: Optional[List[Tuple[str, int]]]) -> None:
@@ -517,6 +575,87 @@ class RTSSBridgeLogic(ScriptedLoadableModuleLogic):
             done += len(s.frames)
         return nodes
 
+    def admissionProfiles(self) -> List[str]:
+        """Names of the built-in admission profiles (``mmanno check --profile``)."""
+        requireCore()
+        from RTSSBridgeLib.admission.model import builtin_admission_profiles
+
+        return builtin_admission_profiles()
+
+    def deidProfiles(self) -> List[str]:
+        """Names of the built-in de-identification profiles (``mmanno deid --profile``)."""
+        requireCore()
+        from RTSSBridgeLib.deid.profile import builtin_profiles
+
+        return builtin_profiles()
+
+    def intake(self, path: str, outputFolder: str, admissionProfile: str = "generic", deidProfile: str = "basic",
+               keyFile: str = "", progress: Optional[ProgressCallback] = None, scene: Any = None) -> Dict[str, Any]:
+        """Check -> de-identify -> verify -> load a received folder (R-6.3, R-6.4, R-7.3).
+
+        1. admission check of ``path`` with ``admissionProfile`` (rejected files are copied to
+           ``outputFolder + ".quarantine"``); a blocking finding stops here;
+        2. de-identification into the new folder ``outputFolder`` with ``deidProfile`` and the key
+           in ``keyFile`` (registry and operations log in ``outputFolder + ".private"``);
+        3. leak check of the output against ``path``; a leak stops here;
+        4. every de-identified series is loaded into the scene.
+
+        Returns ``{"admission", "deid", "leaks", "nodes", "stopped_at"}`` (``stopped_at`` is None,
+        "admission" or "leak check"). Raises the core's ``InputError`` on bad input.
+        """
+        requireCore()
+        from RTSSBridgeLib.admission.check import run_check
+        from RTSSBridgeLib.deid.batch import deidentify_folder
+        from RTSSBridgeLib.deid.verify import verify_output
+
+        steps = ((0, 250), (250, 700), (700, 850), (850, 1000))  # share of the bar for each step
+
+        def part(index: int) -> ProgressCallback:
+            low, high = steps[index]
+
+            def report(done: int, total: int) -> None:
+                if progress is not None:
+                    progress(low + (high - low) * int(done) // max(int(total), 1), 1000)
+
+            return report
+
+        result: Dict[str, Any] = {"admission": None, "deid": None, "leaks": None, "nodes": [], "stopped_at": None}
+        quarantine = os.path.abspath(outputFolder).rstrip(os.sep) + ".quarantine"
+        admission = run_check(path, admissionProfile, quarantine=quarantine, progress=part(0))
+        result["admission"] = admission
+        if admission["verdict"] == "rejected":
+            result["stopped_at"] = "admission"
+            return result
+        result["deid"] = deidentify_folder(path, outputFolder, deidProfile, keyFile, progress=part(1))
+        leaks = verify_output(outputFolder, path, progress=part(2))
+        result["leaks"] = leaks
+        if not leaks["passed"]:
+            result["stopped_at"] = "leak check"
+            return result
+        result["nodes"] = self.loadDicom(outputFolder, progress=part(3), scene=scene)
+        if progress is not None:
+            progress(1000, 1000)
+        return result
+
+    def intakeLines(self, result: Mapping[str, Any]) -> List[str]:
+        """One line per admission finding, quarantined file and leak of an :meth:`intake` result
+        (no patient values: codes, rules, files)."""
+        lines = []
+        admission = result.get("admission") or {}
+        for case in admission.get("cases", []):
+            for f in case["findings"]:
+                mark = _("BLOCKING") if f["blocking"] else f["severity"]
+                lines.append(f"{case['case']}: [{mark}] {f['code']}: {f['message']} ({f['clause']}: {f['rule_title']})")
+        for f in admission.get("batch_findings", []):
+            lines.append(f"[{f['severity']}] {f['code']}: {f['message']} ({f['clause']}: {f['rule_title']})")
+        for q in admission.get("quarantine", {}).get("files", []):
+            lines.append(_("quarantined {file}: {code}").format(file=q["file"], code=q["code"]))
+        leaks = result.get("leaks") or {}
+        for leak in leaks.get("leaks", []):
+            lines.append(_("LEAK {category}: {file} {tag}").format(category=leak["category"], file=leak["file"],
+                                                                   tag=leak["tag_path"]))
+        return lines
+
 
 #
 # RTSSBridgeTest
@@ -535,6 +674,8 @@ class RTSSBridgeTest(ScriptedLoadableModuleTest):
         self.test_RTSSBridgeScenarios()
         self.setUp()
         self.test_RTSSBridgeLogicInspectAndLoad()
+        self.setUp()
+        self.test_RTSSBridgeIntake()
 
     def test_RTSSBridgeScenarios(self) -> None:
         requireCore()
@@ -577,3 +718,35 @@ class RTSSBridgeTest(ScriptedLoadableModuleTest):
             shutil.rmtree(workdir, ignore_errors=True)
         self.delayDisplay("Logic inspect and load passed")
 
+    def test_RTSSBridgeIntake(self) -> None:
+        """Check -> de-identify -> verify -> load on a generated ultrasound case: admitted, no leak,
+        one volume loaded; a polyglot file in the folder stops the intake before de-identification."""
+        requireCore()
+        from pathlib import Path
+
+        from RTSSBridgeLib.deid.keys import generate_key_file
+        from RTSSBridgeLib.samples import write_sample
+
+        logic = RTSSBridgeLogic()
+        workdir = tempfile.mkdtemp(prefix="mmanno-rtssbridge-intake-")
+        try:
+            case = write_sample("us-thyroid", Path(workdir) / "case")
+            key = os.path.join(workdir, "keys", "intake.key")
+            generate_key_file(key)
+            steps: List[int] = []
+            result = logic.intake(str(case.root), os.path.join(workdir, "out"), "generic", "basic", key,
+                                  progress=lambda done, total: steps.append(done))
+            self.assertIsNone(result["stopped_at"])
+            self.assertEqual(result["leaks"]["n_leaks"], 0)
+            self.assertEqual(len(result["nodes"]), 1)
+            self.assertEqual(steps[-1], 1000)
+            self.assertEqual(steps, sorted(steps))
+            first = sorted(Path(case.root, "dicom").rglob("*.dcm"))[0].read_bytes()
+            Path(case.root, "dicom", "evil.dcm").write_bytes(b"MZ" + first[2:])
+            result = logic.intake(str(case.root), os.path.join(workdir, "out2"), "generic", "basic", key)
+            self.assertEqual(result["stopped_at"], "admission")
+            self.assertFalse(os.path.exists(os.path.join(workdir, "out2")))
+            self.assertTrue(any("POLYGLOT_PREAMBLE" in line for line in logic.intakeLines(result)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.delayDisplay("Intake check -> de-identify -> load passed")

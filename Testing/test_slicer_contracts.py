@@ -83,6 +83,8 @@ WIDGET_API: Dict[str, Set[str]] = {
                                    "resizeColumnsToContents", "selectionModel", "setHorizontalHeaderLabels",
                                    "selectRow", "clearSelection"},
     "QListWidget": _COMMON_API | {"clear", "addItem", "addItems", "count", "item"},
+    "QProgressBar": _COMMON_API | {"value", "setValue", "maximum", "setMaximum", "minimum", "setMinimum",
+                                   "setRange", "reset", "format", "setFormat"},
     "ctkPathLineEdit": _COMMON_API | {"currentPath", "setCurrentPath", "addCurrentPathToHistory", "filters",
                                       "nameFilters"},
     "ctkCollapsibleButton": _COMMON_API | {"collapsed", "text"},

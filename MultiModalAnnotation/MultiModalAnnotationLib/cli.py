@@ -23,6 +23,8 @@ from . import __version__
 #: Modules that add subcommands, each with ``register(subparsers)``: one line per capability.
 COMMAND_MODULES = (
     "RTSSBridgeLib.cli",
+    "RTSSBridgeLib.admission.cli",
+    "RTSSBridgeLib.deid.cli",
     "MultiModalAnnotationLib.demo",
     "MultiModalAnnotationLib.commands",
 )

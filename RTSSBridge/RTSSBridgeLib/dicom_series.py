@@ -33,7 +33,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .errors import DicomError
+from .errors import DicomError, GeometryError
 from .geometry import ImageGeometry
 from .problems import Problem, ProblemCode, Severity
 
@@ -582,15 +582,17 @@ def iter_files(root: str) -> List[str]:
 def scan_dicom(
     root: str | os.PathLike[str],
     progress: Optional[Callable[[int, int], None]] = None,
+    paths: Optional[Sequence[str]] = None,
 ) -> DicomScan:
     """Read the headers of every file below ``root`` and return the loadable series.
 
-    Never raises for a bad file: every defect becomes a :class:`Problem` (in the series it
-    concerns, or in :attr:`DicomScan.problems`). Raises :class:`DicomError` only when
-    ``root`` does not exist.
+    ``paths`` restricts the scan to those files (the admission check passes the files that
+    survived screening, so that quarantined files are never parsed). Never raises for a bad
+    file: every defect becomes a :class:`Problem` (in the series it concerns, or in
+    :attr:`DicomScan.problems`). Raises :class:`DicomError` only when ``root`` does not exist.
     """
     root_str = os.fspath(root)
-    paths = iter_files(root_str)
+    paths = iter_files(root_str) if paths is None else [os.fspath(p) for p in paths]
     loose: List[Problem] = []
     headers: List[_FileHeader] = []
     for n, path in enumerate(paths, 1):
@@ -614,7 +616,11 @@ def scan_dicom(
 
     series: List[DicomSeries] = []
     for key in sorted(groups):
-        series.extend(_build_series(key, groups[key]))
+        try:
+            series.extend(_build_series(key, groups[key]))
+        except GeometryError as exc:  # e.g. a sheared orientation: report it, keep scanning the rest
+            loose.append(Problem(ProblemCode.INVALID_GEOMETRY, Severity.ERROR,
+                                 f"the series cannot be built: {exc}", tuple(sorted(h.path for h in groups[key]))))
     return DicomScan(root=root_str, series=series, problems=loose, n_files=len(paths))
 
 

@@ -1,13 +1,18 @@
 """UID generation: the one place where the project makes DICOM UIDs (STYLE habit 10).
 
-Deterministic UIDs (sample cases, keyed pseudonyms) are derived from their inputs with
-SHA-512 under the ``2.25`` root (DICOM PS3.5 B.2: a UUID-derived decimal), exactly as
+Deterministic UIDs (sample cases) are derived from their inputs with SHA-512 under the ``2.25``
+root (DICOM PS3.5 B.2: a UUID-derived decimal), exactly as
 ``pydicom.uid.generate_uid(prefix=None, entropy_srcs=...)`` does; random UIDs use the same root.
+Pseudonymised UIDs (de-identification, R-7.3) are keyed: an HMAC-SHA256 of the original UID under
+the project's secret key, so the same key maps a UID the same way in every file and every run
+(references between objects keep resolving) while nobody without the key can recompute or
+reverse the mapping, and no lookup table has to be kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 
 _MAX_UID_LENGTH = 64
@@ -20,6 +25,12 @@ def deterministic_uid(*parts: object) -> str:
     uid = f"2.25.{value}"
     assert len(uid) <= _MAX_UID_LENGTH
     return uid
+
+
+def keyed_uid(key: bytes, uid: str) -> str:
+    """The pseudonym of ``uid`` under ``key``: ``2.25.<first 128 bits of HMAC-SHA256(key, uid)>``."""
+    digest = hmac.new(key, b"uid\x1f" + uid.encode("ascii", "replace"), hashlib.sha256).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 def new_uid() -> str:
