@@ -207,9 +207,17 @@ def test_inspect_folder_without_dicom(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_every_subcommand_has_help_and_json() -> None:
     from MultiModalAnnotationLib.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, subparser in sub.choices.items():  # type: ignore[attr-defined]
+    import argparse
+
+    def leaves(parser: argparse.ArgumentParser, prefix: str) -> List[tuple]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [(prefix, parser)]
+        return [leaf for g in groups for name, p in g.choices.items() for leaf in leaves(p, f"{prefix} {name}")]
+
+    found = leaves(build_parser(), "mmanno")
+    assert len(found) > 3
+    for name, subparser in found:  # command groups (mmanno qc ...) are checked through their subcommands
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name
 

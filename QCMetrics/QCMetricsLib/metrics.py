@@ -578,7 +578,9 @@ class NormalisedSurfaceDistance(Metric):
         n = s.n_ref_surface + s.n_test_surface
         if n == 0:
             return MetricValue(1.0, BOTH_EMPTY_AGREE)
-        tau = options.nsd_tolerance_mm
+        # A distance equal to tau counts as within it, also after the last-bit rounding of an oblique
+        # grid's coordinates (1e-9 relative allowance; tau = slice spacing is a common choice).
+        tau = options.nsd_tolerance_mm * (1.0 + 1e-9) + 1e-12
         within = int(np.count_nonzero(s.ref_to_test <= tau)) + int(np.count_nonzero(s.test_to_ref <= tau))
         return MetricValue(within / n)
 
