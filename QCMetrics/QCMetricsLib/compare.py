@@ -305,7 +305,7 @@ def compare_volumes(ref: LabeledVolume, test: LabeledVolume, config: Optional[QC
             parent_values = [e.value for e in vol.labels if matches(rule.parent, e.code, e.name)]
             if not child_values or not parent_values:
                 continue
-            parent = vol.mask_of(parent_values)
+            parent = _filled(vol.mask_of(parent_values))
             for value in child_values:
                 e = vol.entry(value)
                 outside = containment_fraction_outside(vol.mask_of([value]), parent)
@@ -351,6 +351,20 @@ def compare_volumes(ref: LabeledVolume, test: LabeledVolume, config: Optional[QC
     if deviation is not None:
         result["deviation"] = deviation
     return CaseComparison(result, figures, histograms)
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """The parent region for containment: the parent label with its enclosed holes filled (in a
+    labelmap a lesion replaces the organ voxels it lies in, leaving a hole in the organ label)."""
+    from scipy import ndimage
+
+    from .kernels import bounding_box
+
+    box = bounding_box(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    if box is not None:
+        out[box] = ndimage.binary_fill_holes(mask[box])
+    return out
 
 
 def _side(volume: LabeledVolume, ref: LabeledVolume) -> Dict[str, Any]:
@@ -449,9 +463,6 @@ def labeled_volume_from_arrays(labelmap: np.ndarray, geometry: Any, names: Optio
                                codes: Optional[Dict[int, str]] = None, source: str = "array",
                                image: Optional[np.ndarray] = None) -> LabeledVolume:
     """A :class:`LabeledVolume` from a ``[k, j, i]`` labelmap in memory (scene adapters, demo, tests)."""
-    values = [int(v) for v in np.unique(labelmap) if v != 0]
-    for v in (names or {}):
-        if v not in values and v != 0:
-            values.append(int(v))
+    values = [int(v) for v in np.unique(labelmap) if v != 0]  # labels present (names of absent ones are ignored)
     entries = [LabelEntry(v, (names or {}).get(v, f"label {v}"), (codes or {}).get(v)) for v in sorted(values)]
     return LabeledVolume(source, geometry, entries, labelmap=np.asarray(labelmap), reader="memory", image=image)

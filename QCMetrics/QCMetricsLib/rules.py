@@ -13,7 +13,8 @@ rule                        finding
 ``INSIDE_IMAGE``            test voxels fell outside the reference image when resampled; points,
                             boxes or polygons of an annotation document lie outside the image
 ``CONTAINMENT``             a label lies (partly) outside the label that must contain it (e.g. a
-                            nodule outside its lung), beyond the allowed fraction
+                            nodule outside its lung), beyond the allowed fraction; the parent's
+                            enclosed holes count as inside (in a labelmap the lesion replaces them)
 ``REQUIRED_ATTRIBUTES``     an annotation of a label lacks an attribute the task requires
 ``TRACEABILITY``            an annotation document lacks annotator, version, time stamps or software
 ``EMPTY_LABEL``             a label is declared but has no voxel
