@@ -190,6 +190,9 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> AgreementValue:
     a, b = a[keep], b[keep]
     if a.size < 2:
         return AgreementValue("pearson_r", float("nan"), int(a.size), "fewer than two finite pairs")
+    for v in (a, b):  # constant up to rounding (e.g. the same volume in mL every case): r is undefined
+        if np.ptp(v) <= 1e-12 * max(float(np.max(np.abs(v))), 1e-300):
+            return AgreementValue("pearson_r", float("nan"), int(a.size), "one of the variables is constant")
     da, db = a - a.mean(), b - b.mean()
     denominator = math.sqrt(float(da @ da) * float(db @ db))
     if denominator == 0:

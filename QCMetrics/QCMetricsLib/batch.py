@@ -144,8 +144,13 @@ def run_case(case: BatchCase, out_dir: str, config: QCConfig, label_set: Optiona
             "error": None,
         })
     except Exception as exc:
-        summary.update({"status": "error", "error": _one_line(exc), "labels": [], "detection": {},
-                        "volume_signs": [], "reasons": [_one_line(exc)]})
+        # Reports name inputs by file name only (a folder path may carry a patient's name or ID).
+        message = _one_line(exc)
+        for path in (case.reference, case.test, case.series):
+            if path:
+                message = message.replace(str(path), os.path.basename(os.path.normpath(path)))
+        summary.update({"status": "error", "error": message, "labels": [], "detection": {},
+                        "volume_signs": [], "reasons": [message]})
         if os.environ.get("MMANNO_DEBUG"):
             traceback.print_exc()
     summary["finished"] = time.time()

@@ -52,7 +52,7 @@ tr.flag td { background: #ffe7e2; } tr.err td { background: #ffd5d5; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; } .fig { border: 1px solid #dde; padding: 6px; }
 .fig img { image-rendering: pixelated; display: block; }
 .legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 10px; vertical-align: middle; }
-code { background: #f2f3f6; padding: 0 3px; }
+code { background: #f2f3f6; padding: 0 3px; } .wide { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -242,8 +242,8 @@ def case_html(comparison: CaseComparison, lang: str = "en") -> str:
         rows.append(f'<tr{cls}><td class="l"><b>{esc(e["label"])}</b><br><span class="muted">{esc(e["name"])}</span>'
                     f'</td><td class="l">{esc(e["matched_by"] or "unmatched")}</td>{cells}'
                     f'<td class="l">{esc(review)}</td></tr>')
-    table = (f'<table><tr><th class="l">label</th><th>matched by</th>{head}<th class="l">special review</th></tr>'
-             + "".join(rows) + "</table>")
+    table = (f'<div class="wide"><table><tr><th class="l">label</th><th>matched by</th>{head}'
+             '<th class="l">special review</th></tr>' + "".join(rows) + "</table></div>")
     footnotes = sorted({f"{e['label']}: {name}: {reason}" for e in labels for name, reason in e["reasons"].items()})
     notes_html = ("<p class='muted'>" + "<br>".join(esc(n) for n in footnotes) + "</p>") if footnotes else ""
     threshold = r["options"]["dice_threshold"]
