@@ -205,9 +205,9 @@ def test_inspect_folder_without_dicom(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_every_subcommand_has_help_and_json() -> None:
-    from MultiModalAnnotationLib.cli import build_parser
-
     import argparse
+
+    from MultiModalAnnotationLib.cli import build_parser
 
     def leaves(parser: argparse.ArgumentParser, prefix: str) -> List[tuple]:
         groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -61,7 +61,7 @@ def batch_200(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Dict[str,
 
 def test_batch_of_200_cases_uses_both_cores(batch_200: Tuple[Path, Dict[str, Any]]) -> None:
     """Two worker processes both compare cases, and their cases run at the same time."""
-    out, summary = batch_200
+    _out, summary = batch_200
     cases = [c for c in summary["cases"] if "pid" in c]
     by_pid: Dict[int, List[Tuple[float, float]]] = {}
     for c in cases:

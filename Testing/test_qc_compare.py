@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -180,7 +179,7 @@ def test_detection_of_many_small_lesions() -> None:
         r = rng.uniform(1.5, 3.5)
         if n < 40:
             ref |= (k - c[0]) ** 2 + (j - c[1]) ** 2 + (i - c[2]) ** 2 <= r * r
-        if 3 <= n:
+        if n >= 3:
             d = c + rng.uniform(-0.4, 0.4, 3)
             test |= (k - d[0]) ** 2 + (j - d[1]) ** 2 + (i - d[2]) ** 2 <= r * r
     overlap = detect_objects(ref, test, (0.9, 0.9, 1.0))
@@ -252,7 +251,8 @@ def test_domain_changes_specificity_and_is_printed() -> None:
     masked = compare_volumes(r, t, QCConfig(domain="mask"), body_mask=body).result
     liver = next(e for e in masked["labels"] if e["label"] == "liver")
     assert image["liver"]["domain"] == "image" and bbox["liver"]["domain"] == "bbox" and liver["domain"] == "mask"
-    assert image["liver"]["tn"] == grid().n_voxels - (image["liver"]["tp"] + image["liver"]["fp"] + image["liver"]["fn"])
+    liver_image = image["liver"]
+    assert liver_image["tn"] == grid().n_voxels - (liver_image["tp"] + liver_image["fp"] + liver_image["fn"])
     assert image["liver"]["specificity"] > liver["specificity"] > bbox["liver"]["specificity"]
     assert image["liver"]["dice"] == bbox["liver"]["dice"] == liver["dice"]
     assert "domain: image" in case_html(compare_volumes(r, t).__class__(compare_volumes(r, t).result))
@@ -374,7 +374,7 @@ def test_qc_compare_takes_the_template_through_the_loader_hook(tmp_path: Path, c
     monkeypatch.setattr(cliutil, "label_set_loader", lambda path: labels)
     template = tmp_path / "t.json"
     template.write_text("{}")
-    code, stdout, _ = run_cli(["qc", "compare", str(r), str(t), "--template", str(template), "--json"], capsys)
+    _code, stdout, _ = run_cli(["qc", "compare", str(r), str(t), "--template", str(template), "--json"], capsys)
     data = json.loads(stdout)
     assert {e["label"]: e["matched_by"] for e in data["labels"]}["LIVER"] == "code"
     assert any(f["rule"] == "CODE_IN_TEMPLATE" for f in data["rules"])  # lesion_b/lesion_c are not in it

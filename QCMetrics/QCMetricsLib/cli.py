@@ -19,8 +19,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
 from RTSSBridgeLib.cliutil import (
     EXIT_FAILED_CHECK,
     EXIT_OK,

@@ -117,7 +117,8 @@ def _oblique_grid() -> Any:
     from RTSSBridgeLib.geometry import ImageGeometry
 
     c, s = math.cos(math.radians(25.0)), math.sin(math.radians(25.0))
-    return ImageGeometry((40, 32, 18), (0.8, 0.9, 2.0), (12.0, -30.0, 40.0), ((c, -s, 0.0), (s, c, 0.0), (0.0, 0.0, 1.0)))
+    return ImageGeometry((40, 32, 18), (0.8, 0.9, 2.0), (12.0, -30.0, 40.0),
+                         ((c, -s, 0.0), (s, c, 0.0), (0.0, 0.0, 1.0)))
 
 
 def _labelmaps() -> Tuple[np.ndarray, np.ndarray]:

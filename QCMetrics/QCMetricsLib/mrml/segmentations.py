@@ -75,9 +75,9 @@ def labeled_volume_from_segmentation_node(node: Any) -> LabeledVolume:
                          "annotations are compared in the same patient coordinates")
     segmentation = node.GetSegmentation()
     name = _binary_name()
-    if segmentation.GetNumberOfSegments() and not segmentation.ContainsRepresentation(name):
-        if not segmentation.CreateRepresentation(name):
-            raise ValueError(f"segmentation {node.GetName()!r} has no binary labelmap representation")
+    if segmentation.GetNumberOfSegments() and not segmentation.ContainsRepresentation(name) \
+            and not segmentation.CreateRepresentation(name):
+        raise ValueError(f"segmentation {node.GetName()!r} has no binary labelmap representation")
     pieces: List[tuple] = []
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
