@@ -248,5 +248,7 @@ def test_demo_passes_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert report["passed"] and len(report["checks"]) >= 5
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "all checks passed" in html and "<table>" in html
+    assert report["qc"]["report"] == "qc/report.html" and (tmp_path / "demo" / "qc" / "report.html").is_file()
+    assert 'href="qc/report.html"' in html
     code, _, err = run(["demo", "--kind", "pet-ct", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
     assert code == 2 and "exists and is not empty" in err

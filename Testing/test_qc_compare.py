@@ -485,3 +485,18 @@ def test_png_writer_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(png_pixels(path), rgb)
     with pytest.raises(ValueError, match="expected an"):
         png_bytes(np.zeros((3, 3)))
+
+
+def test_demo_qc_step_finds_the_planted_second_reader_errors(sample_case: Any, tmp_path: Path) -> None:
+    """The headless pipeline ends in a QC report: a second reader made from the ground truth (shifted
+    structure, eroded lesion, missed lesion, extra lesion) is compared with it and every planted
+    disagreement is found."""
+    from MultiModalAnnotationLib.demo import run_qc_step
+
+    case = sample_case("mr-brain-mets", slices=60)
+    manifest = json.loads((Path(case.root) / "case.json").read_text())
+    entry = next(e for e in manifest["ground_truth"] if e["name"] == "labels")
+    summary, checks = run_qc_step(tmp_path, Path(case.root) / entry["path"], entry, None, 0, "demo-test")
+    assert checks and all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
+    assert summary["planted"]["eroded"] and summary["planted"]["extra_value"]
+    assert (tmp_path / "qc" / "report.html").is_file() and (tmp_path / "qc" / "qc.json").is_file()
