@@ -500,3 +500,17 @@ def test_demo_qc_step_finds_the_planted_second_reader_errors(sample_case: Any, t
     assert checks and all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
     assert summary["planted"]["eroded"] and summary["planted"]["extra_value"]
     assert (tmp_path / "qc" / "report.html").is_file() and (tmp_path / "qc" / "qc.json").is_file()
+
+
+def test_series_image_is_the_thumbnail_background(sample_case: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--series: the DICOM series on the reference grid is drawn under the outlines."""
+    case = sample_case("ct-chest", slices=40)
+    labels = Path(case.root) / "ground_truth" / "ct_labels.nii.gz"
+    series = Path(case.root) / "dicom"
+    from QCMetricsLib.cli import run_compare
+
+    comparison = run_compare(str(labels), str(labels), series=str(series))
+    assert comparison.figures and all(f.image2d is not None for f in comparison.figures)
+    code, _, err = run_cli(["qc", "compare", str(labels), str(labels), "--series", str(tmp_path / "none")], capsys)
+    assert code == 2 and "--series: not a folder" in err

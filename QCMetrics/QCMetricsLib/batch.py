@@ -114,11 +114,13 @@ def run_case(case: BatchCase, out_dir: str, config: QCConfig, label_set: Optiona
     summary: Dict[str, Any] = {"case_id": case.case_id, "pid": os.getpid(), "started": started}
     try:
         from .compare import compare_volumes
-        from .readers import read_labeled_volume
+        from .readers import attach_series_image, read_labeled_volume
         from .report import write_case_outputs
 
         ref = read_labeled_volume(case.reference, case.series)
         test = read_labeled_volume(case.test, case.series)
+        if case.series and ref.image is None:
+            attach_series_image(ref, case.series)
         comparison = compare_volumes(ref, test, config, label_set=label_set, case_id=case.case_id)
         folder = Path(out_dir) / "cases" / case.case_id
         folder.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def run_compare(reference: str, test: str, *, series: Optional[str] = None, temp
                 documents: Optional[List[str]] = None) -> Any:
     """Read both inputs and compare them (what ``qc compare`` and every batch case do)."""
     from .compare import compare_volumes
-    from .readers import read_labeled_volume
+    from .readers import attach_series_image, read_labeled_volume
 
     cfg = config or QCConfig()
     label_set = load_label_set(template) if template else None
@@ -90,6 +90,8 @@ def run_compare(reference: str, test: str, *, series: Optional[str] = None, temp
             body = resample_array(body, image.geometry, ref.geometry)
     elif cfg.domain == "mask":
         raise InputError("domain 'mask' needs --body-mask FILE", field="--domain")
+    if series and ref.image is None:
+        attach_series_image(ref, series)
     docs = [_read_document(p) for p in documents or []]
     name = case_id or _case_name(test)
     return compare_volumes(ref, tst, cfg, label_set=label_set, case_id=name, body_mask=body, documents=docs)

@@ -283,10 +283,7 @@ def read_labeled_volume(path: str, series: Optional[str] = None) -> LabeledVolum
         raise InputError("no such file or folder", file=p)
     for reader in READERS:
         if reader.can_read(p, series):
-            volume = reader.read(p, series)
-            if series and volume.image is None:
-                volume.notes.append("--series was given but this reader does not use it")
-            return volume
+            return reader.read(p, series)
     accepted = "; ".join(f"{r.name} ({r.description})" for r in READERS)
     raise InputError(f"no reader accepts this input; accepted: {accepted}", file=p)
 
@@ -300,3 +297,17 @@ def image_diagonal_mm(geometry: ImageGeometry) -> float:
 def label_voxel_fraction(volume: LabeledVolume, value: int) -> float:
     box = volume.box(value)
     return volume.count(value) / max(box_voxels(box), 1)
+
+
+def attach_series_image(volume: LabeledVolume, series: str) -> None:
+    """Use the image series as the background of the report thumbnails when it is on the grid."""
+    from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
+
+    if not os.path.isdir(series):
+        raise InputError("not a folder", file=series, field="--series")
+    scan = scan_dicom(series)
+    for found in scan.series:
+        if found.geometry.isclose(volume.geometry, 1e-3):
+            volume.image = read_volume(found).voxels
+            return
+    volume.notes.append("no series of --series is on the reference grid: thumbnails without the image")
