@@ -198,6 +198,8 @@ def run_qc_step(out: Path, labels_path: Path, entry: Dict[str, Any], image: Any,
     reference = read_labeled_volume(str(labels_path))
     if image is not None and image[1].isclose(reference.geometry, NIFTI1_TOLERANCE_MM):
         reference.image = image[0]
+    if reference.labelmap is None:
+        raise ValueError(f"{labels_path} was not read as a labelmap")
     test_labels, planted = second_reader(reference.labelmap, entry.get("labels", []), seed)
     qc_dir = out / "qc"
     test_path = qc_dir / "second_reader.nii.gz"
