@@ -514,3 +514,25 @@ def test_series_image_is_the_thumbnail_background(sample_case: Any, tmp_path: Pa
     assert comparison.figures and all(f.image2d is not None for f in comparison.figures)
     code, _, err = run_cli(["qc", "compare", str(labels), str(labels), "--series", str(tmp_path / "none")], capsys)
     assert code == 2 and "--series: not a folder" in err
+
+
+@pytest.mark.parametrize("name", ["qc-config", "qc-case", "qc-batch"])
+def test_qc_schemas_are_versioned_and_every_property_documented(name: str) -> None:
+    """Every JSON file QCMetrics reads or writes has a versioned schema whose fields all carry a
+    description and examples; the examples of each property validate against it."""
+    import jsonschema
+
+    from RTSSBridgeLib.resources import schema_path
+
+    from .test_samples import _walk_properties
+
+    schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
+    assert schema["$id"].endswith(f"/{name}/v1")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    missing: List[str] = []
+    _walk_properties(schema, "", missing)
+    assert not missing, missing
+    for prop, sub in schema["properties"].items():
+        for example in sub.get("examples", []):
+            if name == "qc-config":
+                jsonschema.validate({prop: example}, schema)
