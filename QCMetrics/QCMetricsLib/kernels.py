@@ -355,7 +355,10 @@ def pair_statistics_from_getters(get_ref: Callable[[Box], np.ndarray], get_test:
 
 
 #: Below this ratio of foreground voxels (reference + test) to union-box voxels the sparse
-#: (flat-index) path is used; measured crossover on the benchmark cases is between 0.05 and 0.2.
+#: (flat-index) path is used. Measured (spheres in a 120x200x200 grid): at a ratio of 0.17 the box
+#: path is faster (0.050 s vs 0.067 s), at 0.08 and below the sparse path is (0.057 s vs 0.17 s);
+#: on the benchmark pairs the organ (0.43) takes the box path, 2.5x faster than the sparse one, and
+#: the scattered lesions (0.003) the sparse path, 3.5x faster than the box one.
 SPARSE_FRACTION = 0.1
 
 
