@@ -99,11 +99,12 @@ class LabeledVolume:
                 lab = lab.astype(np.int64)
             top = int(lab.max(initial=0))
             found = ndimage.find_objects(lab, max_label=top) if top > 0 else []
-            bincount = np.bincount(lab.ravel(), minlength=top + 1) if top > 0 else np.zeros(1, dtype=np.int64)
+            # counted inside each label's box: np.bincount of the whole image casts it to int64 first
+            # (0.45 s for a 512x512x140 uint8 labelmap, against 0.04 s for the boxes of two lungs)
             for e in self.labels:
                 box = found[e.value - 1] if 0 < e.value <= len(found) else None
                 boxes[e.value] = box
-                counts[e.value] = int(bincount[e.value]) if e.value < bincount.size else 0
+                counts[e.value] = int(np.count_nonzero(lab[box] == e.value)) if box is not None else 0
         else:
             from .kernels import bounding_box
 
@@ -186,8 +187,11 @@ def _sample_case_names(path: Path) -> Dict[int, Tuple[str, Optional[str]]]:
         if manifest.is_file():
             from RTSSBridgeLib.samples import validate_manifest
 
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            validate_manifest(data)
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+                validate_manifest(data)
+            except (InputError, ValueError):
+                return {}  # names are a convenience: an unreadable manifest is not used (validated on read)
             rel = path.resolve().relative_to(parent).as_posix()
             for entry in data.get("ground_truth", []):
                 if entry.get("path") == rel:
