@@ -536,3 +536,12 @@ def test_qc_schemas_are_versioned_and_every_property_documented(name: str) -> No
         for example in sub.get("examples", []):
             if name == "qc-config":
                 jsonschema.validate({prop: example}, schema)
+
+
+def test_an_invalid_case_json_beside_a_labelmap_only_loses_the_names(tmp_path: Path) -> None:
+    ref, _ = two_labelmaps()
+    (tmp_path / "ground_truth").mkdir()
+    write_nifti(tmp_path / "ground_truth" / "labels.nii.gz", ref, grid(), label_map=True)
+    (tmp_path / "case.json").write_text(json.dumps({"schema": "something else"}))
+    volume = read_labeled_volume(str(tmp_path / "ground_truth" / "labels.nii.gz"))
+    assert [e.name for e in volume.labels] == ["label 1", "label 11", "label 12"]
