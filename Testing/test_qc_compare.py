@@ -422,7 +422,8 @@ def chromium_screenshot(html_path: Path, png_path: Path, height: int = 2400) -> 
 
 
 def png_pixels(path: Path) -> np.ndarray:
-    """Decode an 8-bit RGB/RGBA PNG (Chromium's screenshot) into an array, to look at colours."""
+    """Decode an 8-bit RGB/RGBA PNG (all five row filters) into an array: an independent check of
+    the report's own PNG writer."""
     import struct
     import zlib
 
@@ -471,7 +472,10 @@ def test_case_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     OUTPUT.mkdir(exist_ok=True)
     png = OUTPUT / "qc-case-report.png"
     chromium_screenshot(html_path, png, 1800)
-    pixels = png_pixels(png)
+    from PIL import Image
+
+    with Image.open(png) as shot:
+        pixels = np.asarray(shot.convert("RGB")).astype(np.int32)
     def has(colour: Tuple[int, int, int]) -> bool:
         return bool(np.any(np.all(np.abs(pixels - np.array(colour)) <= 3, axis=-1)))
     assert has((0, 200, 0)) and has((230, 0, 230))  # outlines drawn
@@ -483,6 +487,10 @@ def test_png_writer_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "x.png"
     path.write_bytes(png_bytes(rgb))
     assert np.array_equal(png_pixels(path), rgb)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), rgb)
     with pytest.raises(ValueError, match="expected an"):
         png_bytes(np.zeros((3, 3)))
 
