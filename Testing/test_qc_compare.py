@@ -553,3 +553,31 @@ def test_an_invalid_case_json_beside_a_labelmap_only_loses_the_names(tmp_path: P
     (tmp_path / "case.json").write_text(json.dumps({"schema": "something else"}))
     volume = read_labeled_volume(str(tmp_path / "ground_truth" / "labels.nii.gz"))
     assert [e.name for e in volume.labels] == ["label 1", "label 11", "label 12"]
+
+
+def test_scattered_label_takes_the_sparse_path_with_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label of scattered small blobs (foreground < 10 % of its box) is measured on the flat-index
+    path inside its crop; the numbers equal the box path on the full masks."""
+    import QCMetricsLib.kernels as kernels
+    from QCMetricsLib.kernels import pair_statistics
+    from QCMetricsLib.metrics import compute_pair_metrics
+
+    calls: List[Any] = []
+    original = kernels._pair_statistics_sparse
+    monkeypatch.setattr(kernels, "_pair_statistics_sparse", lambda *a, **k: calls.append(k) or original(*a, **k))
+
+    rng = np.random.default_rng(11)
+    g = ImageGeometry((80, 70, 40), (0.7, 0.9, 1.3), (0.0, 0.0, 0.0))
+    ref = np.zeros(g.array_shape, np.uint8)
+    test = np.zeros_like(ref)
+    for _ in range(12):
+        k, j, i = rng.integers([3, 3, 3], [37, 67, 77])
+        ref[k - 1:k + 2, j - 2:j + 2, i - 2:i + 1] = 5
+        test[k - 1:k + 1, j - 2:j + 3, i - 1:i + 2] = 5
+    result = compare_volumes(labeled_volume_from_arrays(ref, g), labeled_volume_from_arrays(test, g)).result
+    assert len(calls) == 1 and calls[0]["image_voxels"] == g.n_voxels  # the crop-based sparse path ran
+    (entry,) = result["labels"]
+    stats = pair_statistics(ref == 5, test == 5, g.spacing_mm, sparse=False)
+    expected = {k: v.json_value() for k, v in compute_pair_metrics(stats).items()}
+    for name in ("dice", "hausdorff_mm", "hausdorff95_mm", "mean_surface_distance_mm", "masd_mm", "nsd", "tp"):
+        assert entry[name] == pytest.approx(expected[name], abs=1e-9), name
