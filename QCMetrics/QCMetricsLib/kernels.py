@@ -313,7 +313,7 @@ def surface_distances_of_crops(ref_padded: np.ndarray, test_padded: np.ndarray, 
                                  trees, "test")
     t2r, t_at = _directed_padded(test_flat, ref_padded.reshape(-1)[test_flat], ref_padded, linear, radius, offset,
                                  trees, "ref")
-    return SurfaceDistances(r2t, t2r, r_at, t_at)
+    return SurfaceDistances(r2t, t2r, r_at, t_at)  # type: ignore[arg-type]
 
 
 def _sparse_surface(flat: np.ndarray, shape: Tuple[int, int, int], box: Box) -> Tuple[np.ndarray, np.ndarray]:
