@@ -16,10 +16,14 @@ and its reference implementation ``MetricsReloaded.metrics.pairwise_measures``):
 Algorithm (measured in ``benchmarks/bench_qc_metrics.py``): everything is done inside the union
 bounding box of the two masks plus one voxel (outside it every voxel is a true negative); the
 surfaces are found with six shifted boolean ANDs; voxels lying on both surfaces have distance 0 and
-are not searched; the others are looked up in a k-d tree of the other surface's physical
-coordinates (``scipy.spatial.cKDTree``, exact nearest neighbour). The cost therefore grows with the
-surface area, not with the image size, unlike a Euclidean distance transform of the whole image
-(SimpleITK, MONAI, Metrics Reloaded) or of the bounding box (surface-distance).
+are not searched; the others look for the nearest voxel of the other surface among neighbourhood
+offsets taken in order of physical length (exact: the first hit is the nearest), and the few
+points farther than :data:`LOCAL_SEARCH_RADIUS` voxels are measured against all points of the
+other surface or through a k-d tree (``scipy.spatial.cKDTree``). Scattered objects take a
+flat-index path (:data:`SPARSE_FRACTION`) whose cost follows the foreground, not the box. The
+cost therefore grows with the surface area, not with the image size, unlike a Euclidean distance
+transform of the whole image (SimpleITK, MONAI, Metrics Reloaded) or of the bounding box
+(surface-distance).
 """
 
 from __future__ import annotations
