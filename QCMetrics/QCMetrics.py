@@ -1,21 +1,25 @@
 """QCMetrics: quality-control measures of annotations (R-9, R-10, Appendix D).
 
-Thin Slicer layer over ``QCMetricsLib``. For now the panel shows the voxel grid of a volume
-(shape, spacing, LPS origin, direction, axis codes, obliqueness) through RTSSBridge's geometry
-adapter: the first thing a QC reviewer checks before comparing two annotations. The metrics
-(overlap, surface distances, agreement) come with their core.
+Thin Slicer layer over ``QCMetricsLib``. The panel compares two segmentations (reference and test:
+two annotators, two versions, or an AI proposal and its human correction), shows every label's
+metrics in a table with the labels below the Dice threshold flagged for special review (R-10.2),
+keeps the result as a table node, and opens the self-contained HTML QC report. It also shows the
+voxel grid of a volume (shape, spacing, LPS origin, direction, axis codes, obliqueness) through
+RTSSBridge's geometry adapter: the first thing a QC reviewer checks before comparing annotations.
 
 Valid Python 3.9; annotations are evaluated at run time by ``parameterNodeWrapper``.
 """
 
-from typing import Any, Dict, List, Sequence, Tuple
+import os
+import tempfile
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -53,8 +57,10 @@ class QCMetrics(ScriptedLoadableModule):
         self.parent.dependencies = ["RTSSBridge"]
         self.parent.contributors = ["MultiModalAnnotation developers"]
         self.parent.helpText = _(
-            "Quality control of annotations. Shows the voxel grid of a volume in DICOM patient coordinates "
-            "(LPS): shape, spacing, origin, direction, axis codes and whether the grid is oblique. "
+            "Quality control of annotations. Compares a reference and a test segmentation label by label "
+            "(Dice, IoU, conformity, Hausdorff distance and its 95th percentile, surface distances, volumes, "
+            "detection of lesions), flags labels below the Dice threshold for special review, gives the verdict "
+            "and writes the QC report. Shows the voxel grid of a volume in DICOM patient coordinates (LPS). "
             'See the <a href="{homepage}#qcmetrics">module documentation</a>.'
         ).format(homepage=HOMEPAGE)
         self.parent.acknowledgementText = _("Part of the MultiModalAnnotation extension.")
@@ -69,9 +75,17 @@ class QCMetrics(ScriptedLoadableModule):
 class QCMetricsParameterNode:
     """
     inputVolume - the volume whose geometry is shown.
+    referenceSegmentation - the reference annotation (first reader, earlier version, or the human-corrected result).
+    testSegmentation - the annotation checked against it.
+    diceThreshold - labels with a Dice below it go to special review (R-10.2, default 0.75).
+    resultsTable - the table node of the last comparison.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    referenceSegmentation: vtkMRMLSegmentationNode
+    testSegmentation: vtkMRMLSegmentationNode
+    diceThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.75
+    resultsTable: vtkMRMLTableNode
 
 
 #
@@ -89,6 +103,7 @@ class QCMetricsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Any = None  # a QCMetricsParameterNode while the widget is shown
         self._parameterNodeGuiTag: Any = None
         self._observedVolume: Any = None
+        self._reportPath: Optional[str] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -103,11 +118,16 @@ class QCMetricsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.volumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onVolumeChanged)
+        self.ui.referenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateCompareButton)
+        self.ui.testSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateCompareButton)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.openReportButton.connect("clicked(bool)", self.onOpenReportButton)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
             _requireCore()
         self.updateGeometry()
+        self.updateCompareButton()
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -154,6 +174,60 @@ class QCMetricsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onVolumeModified(self, caller: Any, event: Any) -> None:
         self.updateGeometry()
+
+    def updateCompareButton(self, node: Any = None) -> None:
+        ready = self.ui.referenceSelector.currentNode() is not None and self.ui.testSelector.currentNode() is not None
+        self.ui.compareButton.enabled = ready
+        self.ui.openReportButton.enabled = bool(self._reportPath)
+
+    def onCompareButton(self, checked: bool = False) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to compare the segmentations."), waitCursor=True):
+            threshold = float(self._parameterNode.diceThreshold) if self._parameterNode else 0.75
+            outcome = self.logic.compareSegmentations(self.ui.referenceSelector.currentNode(),
+                                                      self.ui.testSelector.currentNode(), threshold)
+            self._reportPath = outcome["report"]
+            if self._parameterNode:
+                self._parameterNode.resultsTable = outcome["table"]
+            self.showResults(outcome["result"])
+        self.updateCompareButton()
+
+    def onOpenReportButton(self, checked: bool = False) -> None:
+        import qt
+
+        if self._reportPath:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(self._reportPath))
+
+    def showResults(self, result: Dict[str, Any]) -> None:
+        """Fill the results table: one row per label, flagged rows tinted."""
+        import qt
+
+        _requireCore()
+        from QCMetricsLib.metrics import metric
+
+        names = ["dice", "hausdorff95_mm", "mean_surface_distance_mm", "nsd", "volume_ref_ml", "volume_test_ml"]
+        headers = [_("Label")]
+        for name in names:
+            m = metric(name)
+            headers.append(f"{m.title} ({m.unit})" if m.unit else m.title)
+        headers.append(_("Special review"))
+        table = self.ui.resultsTableWidget
+        table.setRowCount(0)
+        table.setColumnCount(len(headers))
+        table.setHorizontalHeaderLabels(headers)
+        table.setRowCount(len(result["labels"]))
+        for row, entry in enumerate(result["labels"]):
+            cells = [entry["label"]]
+            cells += ["—" if entry[name] is None else f"{entry[name]:.4g}" for name in names]
+            cells.append("; ".join(entry["review_reasons"]) if entry["special_review"] else _("no"))
+            for column, text in enumerate(cells):
+                item = qt.QTableWidgetItem(text)
+                if entry["special_review"]:
+                    item.setBackground(qt.QColor(255, 222, 214))
+                table.setItem(row, column, item)
+        table.resizeColumnsToContents()
+        verdict = result["verdict"]
+        self.ui.compareStatusLabel.text = _("Verdict: {verdict}. {reasons}").format(
+            verdict=verdict["title"], reasons=" ".join(verdict["reasons"][:3]))
 
     # ------------------------------------------------------------------ helpers
     def _observeVolume(self, node: Any) -> None:
@@ -248,6 +322,33 @@ class QCMetricsLogic(ScriptedLoadableModuleLogic):
         })
         return described
 
+    def compareSegmentations(self, referenceNode: Any, testNode: Any, diceThreshold: float = 0.75,
+                             outputFolder: Optional[str] = None) -> Dict[str, Any]:
+        """Compare two segmentation (or labelmap volume) nodes label by label, write the QC report
+        (report.html, qc.json, qc.csv in ``outputFolder``, a new temporary folder by default) and
+        put the metrics in a table node. Returns ``result`` (the qc-case JSON), ``table``,
+        ``report``, ``json`` and ``csv``. Raises ``ValueError`` for unusable inputs."""
+        if referenceNode is None or testNode is None:
+            raise ValueError("select a reference and a test segmentation")
+        _requireCore()
+        from QCMetricsLib.compare import compare_volumes
+        from QCMetricsLib.config import QCConfig
+        from QCMetricsLib.mrml.segmentations import labeled_volume_from_node
+        from QCMetricsLib.mrml.tables import table_node_from_result
+        from QCMetricsLib.report import write_case_outputs
+
+        reference = labeled_volume_from_node(referenceNode)
+        test = labeled_volume_from_node(testNode)
+        config = QCConfig(dice_threshold=float(diceThreshold))
+        comparison = compare_volumes(reference, test, config, case_id=testNode.GetName())
+        folder = outputFolder or tempfile.mkdtemp(prefix="QCMetrics-")
+        paths = {key: os.path.join(folder, name) for key, name in
+                 (("json", "qc.json"), ("report", "report.html"), ("csv", "qc.csv"))}
+        write_case_outputs(comparison, paths["json"], paths["report"], paths["csv"])
+        table = table_node_from_result(slicer.mrmlScene, comparison.result,
+                                       name=f"QC {referenceNode.GetName()} vs {testNode.GetName()}")
+        return {"result": comparison.result, "table": table, **paths}
+
 
 #
 # QCMetricsTest
@@ -266,6 +367,36 @@ class QCMetricsTest(ScriptedLoadableModuleTest):
         self.test_QCMetricsScenarios()
         self.setUp()
         self.test_QCMetricsDescribeGeometry()
+        self.setUp()
+        self.test_QCMetricsCompareSegmentations()
+
+    def test_QCMetricsCompareSegmentations(self) -> None:
+        _requireCore()
+        import numpy as np
+
+        from QCMetricsLib.mrml.segmentations import segmentation_node_from_labelmap
+        from RTSSBridgeLib.geometry import ImageGeometry
+
+        geometry = ImageGeometry((30, 24, 12), (0.8, 0.8, 2.0), (5.0, -10.0, 20.0))
+        reference = np.zeros(geometry.array_shape, dtype=np.uint8)
+        reference[2:10, 4:20, 5:25] = 1
+        reference[4:6, 8:11, 8:11] = 2
+        test = np.roll(reference, 1, axis=2)
+        test[test == 2] = 1  # the lesion is missed
+        names = {1: "liver", 2: "lesion"}
+        referenceNode = segmentation_node_from_labelmap(slicer.mrmlScene, reference, geometry, names, "reader A")
+        testNode = segmentation_node_from_labelmap(slicer.mrmlScene, test, geometry, {1: "liver"}, "reader B")
+        folder = tempfile.mkdtemp(prefix="QCMetricsTest-")
+        outcome = QCMetricsLogic().compareSegmentations(referenceNode, testNode, 0.8, folder)
+        self.assertTrue(os.path.isfile(outcome["report"]))
+        self.assertEqual(outcome["result"]["verdict"]["status"], "rework")
+        rows = {e["label"]: e for e in outcome["result"]["labels"]}
+        self.assertTrue(rows["lesion"]["special_review"])
+        self.assertFalse(rows["liver"]["special_review"])
+        self.assertEqual(outcome["table"].GetTable().GetNumberOfRows(), 2)
+        with self.assertRaises(ValueError):
+            QCMetricsLogic().compareSegmentations(None, testNode)
+        self.delayDisplay("Segmentation comparison passed")
 
     def test_QCMetricsScenarios(self) -> None:
         _requireCore()

@@ -206,6 +206,7 @@ def test_inspect_folder_without_dicom(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_every_subcommand_has_help_and_json() -> None:
+
     from MultiModalAnnotationLib.cli import build_parser
 
     def leaves(parser: Any, prefix: str) -> List[Tuple[str, Any]]:
@@ -219,7 +220,7 @@ def test_every_subcommand_has_help_and_json() -> None:
         return found
 
     commands = leaves(build_parser(), "")
-    assert "template validate" in dict(commands) and "package verify" in dict(commands)
+    assert {"template validate", "package verify", "qc compare", "deid verify"} <= set(dict(commands))
     for name, subparser in commands:
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name
@@ -251,5 +252,7 @@ def test_demo_passes_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert report["passed"] and len(report["checks"]) >= 5
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "all checks passed" in html and "<table>" in html
+    assert report["qc"]["report"] == "qc/report.html" and (tmp_path / "demo" / "qc" / "report.html").is_file()
+    assert 'href="qc/report.html"' in html
     code, _, err = run(["demo", "--kind", "pet-ct", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
     assert code == 2 and "exists and is not empty" in err

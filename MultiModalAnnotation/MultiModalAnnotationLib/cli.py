@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "RTSSBridgeLib.cli",
     "RTSSBridgeLib.admission.cli",
     "RTSSBridgeLib.deid.cli",
+    "QCMetricsLib.cli",
     "MultiModalAnnotationLib.demo",
     "MultiModalAnnotationLib.commands",
 )

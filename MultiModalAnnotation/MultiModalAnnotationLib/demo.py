@@ -11,9 +11,12 @@ ground-truth mask sits on the grid of its series; build the annotation document 
 truth with the matching built-in label template (Appendix C, checked against the template and the
 image grid), export it as a package (masks as NIfTI, template, manifest with SHA-256), verify the
 package and read it back (masks voxel for voxel), and export the template to Slicer, dcmqi,
-nnU-Net and CSV formats (the CSVs read back to the same template); write ``report.json`` and a
-self-contained ``report.html``. The exit status is 0 when every check passed and 1 otherwise (the
-report says which).
+nnU-Net and CSV formats (the CSVs read back to the same template); quality control (QCMetrics):
+a realistic second reader is made from the ground truth (the largest structure shifted by one
+voxel, a lesion eroded, one lesion missed when there are three or more, one extra lesion) and
+compared with it, writing ``qc/report.html`` (+ JSON, CSV), and the QC must find exactly the
+planted disagreements; write ``report.json`` and a self-contained ``report.html`` linking the QC
+report. The exit status is 0 when every check passed and 1 otherwise (the report says which).
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
     series_rows: List[Dict[str, Any]] = []
     scan = scan_dicom(dicom_root)
     t = time.monotonic()
+    images: Dict[str, Any] = {}
     for series in scan.series:
         volume = read_volume(series)
         record = recorded.get(series.series_uid)
@@ -143,6 +147,8 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
         label = f"{key} part {series.part}" if series.n_parts > 1 else key
         row = {"key": label, **series.summary()}
         series_rows.append(row)
+        if series.n_parts == 1:
+            images[key] = (volume.voxels, series.geometry)
         if record is not None and series.n_parts == 1:
             expected = ImageGeometry.from_dict(record["geometry"])
             distance = series.geometry.max_corner_distance_mm(expected)
@@ -179,6 +185,24 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
     annotation = annotation_step(out, kind, checks, intake["key"], {s.series_uid for s in scan.series})
     timings["annotation_s"] = time.monotonic() - t
 
+    t = time.monotonic()
+    qc_summary = None
+    labelmaps = [e for e in manifest.get("ground_truth", []) if e.get("name") == "labels"
+                 and e["path"].endswith((".nii", ".nii.gz"))]
+    niftis = [e for e in manifest.get("ground_truth", []) if e["path"].endswith((".nii", ".nii.gz"))]
+    if labelmaps:
+        qc_summary, qc_checks = run_qc_step(out, out / "case" / labelmaps[0]["path"], labelmaps[0],
+                                            images.get(labelmaps[0].get("series_key", "")), seed,
+                                            f"{kind}-seed{seed}-second-reader")
+        checks += qc_checks
+    elif len(niftis) >= 2 and niftis[0].get("series_key") != niftis[1].get("series_key"):
+        qc_summary, qc_checks = run_modality_qc_step(out, out / "case" / niftis[0]["path"],
+                                                     out / "case" / niftis[1]["path"],
+                                                     images.get(niftis[0].get("series_key", "")),
+                                                     f"{kind}-seed{seed}-{niftis[0]['name']}-vs-{niftis[1]['name']}")
+        checks += qc_checks
+    timings["qc_s"] = time.monotonic() - t
+
     problems = [dict(p, series=e["series_uid"]) for e in inspected for p in e["problems"]]
     report = {
         "report": "mmanno demo",
@@ -191,6 +215,7 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
         "annotation": annotation,
         "problems": problems,
         "checks": checks,
+        "qc": qc_summary,
         "passed": all(c["passed"] for c in checks) and bool(checks),
         "timings": {**timings, "total_s": time.monotonic() - started},
     }
@@ -257,6 +282,149 @@ def annotation_step(out: Path, kind: str, checks: List[Dict[str, Any]], key: byt
             "package": str(package_dir.relative_to(out)), "package_files": report.n_files, "exports": exports}
 
 
+def second_reader(labels: np.ndarray, entries: List[Dict[str, Any]], seed: int) -> tuple[np.ndarray, Dict[str, Any]]:
+    """A realistic second reading of a ground-truth labelmap and what was planted in it: the largest
+    structure shifted by one voxel along i, the largest lesion eroded by two voxels, the smallest
+    lesion missed (when there are three or more; its voxels go to the structure around it) and one
+    extra lesion inside a structure."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    names = {int(e["value"]): str(e.get("code") or e.get("name")) for e in entries}
+    counts = {v: int(np.count_nonzero(labels == v)) for v in names}
+    present = [v for v in names if counts[v] > 0]
+    organ = max(present, key=lambda v: counts[v])
+    lesions = sorted((v for v in present if v >= 10), key=lambda v: counts[v])
+    test = labels.copy()
+    organ_mask = labels == organ
+    test[organ_mask] = 0
+    shifted = np.roll(organ_mask, 1, axis=2)
+    test[shifted & (test == 0)] = organ
+    planted: Dict[str, Any] = {"shifted": names[organ], "eroded": None, "missed": None, "extra_value": None}
+    def around(mask: np.ndarray) -> int:
+        ring = ndimage.binary_dilation(mask, iterations=2) & ~mask
+        values = [v for v in labels[ring].tolist() if v and v not in lesions]
+        return max(set(values), key=values.count) if values else 0
+
+    if lesions:
+        big = lesions[-1]
+        mask = labels == big
+        test[mask & ~ndimage.binary_erosion(mask, iterations=2)] = around(mask)
+        planted["eroded"] = names[big]
+    if len(lesions) >= 3:
+        small = lesions[0]
+        test[test == small] = around(labels == small)
+        planted["missed"] = names[small]
+    # an extra lesion: a small ball inside a structure, away from the reference lesions
+    organ_mask = labels == organ
+    inside = np.argwhere(ndimage.binary_erosion(organ_mask, iterations=4) & ~ndimage.binary_dilation(
+        np.isin(labels, lesions) if lesions else np.zeros_like(organ_mask), iterations=6))
+    if inside.size:
+        centre = inside[rng.integers(len(inside))]
+        k, j, i = np.ogrid[: labels.shape[0], : labels.shape[1], : labels.shape[2]]
+        ball = (k - centre[0]) ** 2 + ((j - centre[1]) / 1.5) ** 2 + ((i - centre[2]) / 1.5) ** 2 <= 4
+        extra = max(names) + 1
+        test[ball] = extra
+        planted["extra_value"] = extra
+    return test, planted
+
+
+def run_qc_step(out: Path, labels_path: Path, entry: Dict[str, Any], image: Any, seed: int,
+                case_id: str = "second-reader") -> tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Compare the ground truth with a planted second reading and write ``qc/`` (QCMetrics)."""
+    from QCMetricsLib.compare import compare_volumes
+    from QCMetricsLib.config import QCConfig
+    from QCMetricsLib.readers import read_labeled_volume
+    from QCMetricsLib.report import write_case_outputs
+
+    reference = read_labeled_volume(str(labels_path))
+    if image is not None and image[1].isclose(reference.geometry, NIFTI1_TOLERANCE_MM):
+        reference.image = image[0]
+    if reference.labelmap is None:
+        raise ValueError(f"{labels_path} was not read as a labelmap")
+    test_labels, planted = second_reader(reference.labelmap, entry.get("labels", []), seed)
+    qc_dir = out / "qc"
+    test_path = qc_dir / "second_reader.nii.gz"
+    write_nifti(test_path, test_labels, reference.geometry, label_map=True, description="second reader")
+    names = {e.value: e.name for e in reference.labels}
+    if planted["extra_value"] is not None:
+        names[planted["extra_value"]] = "extra lesion"
+    table = "".join(f"{v} {n.replace(' ', '_')} 128 128 128 255\n" for v, n in sorted(names.items()))
+    write_text_atomic(qc_dir / "second_reader.ctbl", table)
+    test = read_labeled_volume(str(test_path))
+    comparison = compare_volumes(reference, test, QCConfig(), case_id=case_id)
+    write_case_outputs(comparison, str(qc_dir / "qc.json"), str(qc_dir / "report.html"), str(qc_dir / "qc.csv"))
+    result = comparison.result
+    by_label = {e["label"]: e for e in result["labels"]}
+    flagged = set(result["verdict"].get("flagged_labels", []))
+    checks = []
+    shifted = by_label.get(planted["shifted"])
+    spacing_i = reference.geometry.spacing_mm[0]
+    checks.append(_check("QC: the structure shifted by one voxel keeps Dice above 0.9 with HD95 within two voxels",
+                         shifted is not None and shifted["dice"] is not None and 0.9 < shifted["dice"] < 1.0
+                         and shifted["hausdorff95_mm"] is not None and shifted["hausdorff95_mm"] <= 2 * spacing_i,
+                         f"{planted['shifted']}: Dice {shifted['dice'] if shifted else None}, HD95 "
+                         f"{shifted['hausdorff95_mm'] if shifted else None} mm (voxel {spacing_i:.4g} mm)"))
+    if planted["eroded"]:
+        checks.append(_check("QC: the eroded lesion is flagged for special review", planted["eroded"] in flagged,
+                             f"{planted['eroded']}: Dice {by_label[planted['eroded']]['dice']}"))
+    det = result["detection"]
+    if planted["extra_value"] is not None:
+        checks.append(_check("QC: the extra lesion is an unmatched test object",
+                             det.get("false_positive_objects", 0) >= 1,
+                             f"{det.get('false_positive_objects')} extra object(s), {det.get('missed')} missed"))
+    if planted["missed"]:
+        checks.append(_check("QC: the missed lesion is a missed reference object", det.get("missed", 0) >= 1,
+                             f"{planted['missed']} missing; recall {det.get('detection_recall')}"))
+    checks.append(_check("QC: the verdict is not 'fit for intended use'", result["verdict"]["status"] != "fit",
+                         f"verdict: {result['verdict']['title']}"))
+    summary = {"report": "qc/report.html", "json": "qc/qc.json", "csv": "qc/qc.csv", "planted": planted,
+               "verdict": result["verdict"],
+               "labels": [{k: e[k] for k in ("label", "dice", "hausdorff95_mm", "mean_surface_distance_mm",
+                                             "special_review")} for e in result["labels"]],
+               "detection": {k: det.get(k) for k in ("n_reference_objects", "n_test_objects", "matched", "missed",
+                                                     "false_positive_objects", "detection_recall",
+                                                     "detection_precision")}}
+    return summary, checks
+
+
+def run_modality_qc_step(out: Path, reference_path: Path, test_path: Path, image: Any,
+                         case_id: str) -> tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """R-10.2 between modalities: the same lesions annotated on two grids (CT and PET) compared in
+    physical space after nearest-neighbour resampling onto the reference grid."""
+    from QCMetricsLib.compare import compare_volumes
+    from QCMetricsLib.config import QCConfig
+    from QCMetricsLib.readers import read_labeled_volume
+    from QCMetricsLib.report import write_case_outputs
+
+    reference = read_labeled_volume(str(reference_path))
+    if image is not None and image[1].isclose(reference.geometry, NIFTI1_TOLERANCE_MM):
+        reference.image = image[0]
+    test = read_labeled_volume(str(test_path))
+    comparison = compare_volumes(reference, test, QCConfig(comparison="modalities"), case_id=case_id)
+    qc_dir = out / "qc"
+    write_case_outputs(comparison, str(qc_dir / "qc.json"), str(qc_dir / "report.html"), str(qc_dir / "qc.csv"))
+    result = comparison.result
+    det = result["detection"]
+    checks = [
+        _check("QC: the test on the other grid was resampled onto the reference grid (stated in the report)",
+               result["test"]["resampled"] and result["resampling"] != "none", result["resampling"]),
+        _check("QC: every lesion of one modality is found in the other", det.get("missed") == 0
+               and det.get("false_positive_objects") == 0 and det.get("n_reference_objects", 0) > 0,
+               f"{det.get('matched')} of {det.get('n_reference_objects')} matched"),
+    ]
+    summary = {"report": "qc/report.html", "json": "qc/qc.json", "csv": "qc/qc.csv",
+               "planted": {"comparison": "between modalities", "reference": reference_path.name,
+                           "test": test_path.name},
+               "verdict": result["verdict"],
+               "labels": [{k: e[k] for k in ("label", "dice", "hausdorff95_mm", "mean_surface_distance_mm",
+                                             "special_review")} for e in result["labels"]],
+               "detection": {k: det.get(k) for k in ("n_reference_objects", "n_test_objects", "matched", "missed",
+                                                     "false_positive_objects", "detection_recall",
+                                                     "detection_precision")}}
+    return summary, checks
+
+
 def render_html(report: Dict[str, Any]) -> str:
     """A self-contained HTML page (no external resources) of the demo report."""
     esc = html.escape
@@ -287,6 +455,23 @@ def render_html(report: Dict[str, Any]) -> str:
                            f"<code>template_exports/</code>.</p>")
     else:
         annotation_html = f"<p>{esc(annotation.get('note', 'not run'))}</p>"
+
+    qc_html = "<p>no ground-truth labelmap: QC not run</p>"
+    qc = report.get("qc")
+    if qc:
+        label_rows = "".join(
+            f"<tr class={'bad' if e['special_review'] else 'ok'}><td>{esc(e['label'])}</td>"
+            f"<td>{'—' if e['dice'] is None else format(e['dice'], '.4f')}</td>"
+            f"<td>{'—' if e['hausdorff95_mm'] is None else format(e['hausdorff95_mm'], '.2f')}</td>"
+            f"<td>{'special review' if e['special_review'] else ''}</td></tr>" for e in qc["labels"])
+        d = qc["detection"]
+        qc_html = (f"<p>Compared: {esc(json.dumps(qc['planted']))}. "
+                   f"Verdict: <b>{esc(qc['verdict']['title'])}</b>. Objects: {d['n_reference_objects']} reference, "
+                   f"{d['n_test_objects']} test, {d['matched']} matched, {d['missed']} missed, "
+                   f"{d['false_positive_objects']} extra. "
+                   f'<a href="{esc(qc["report"])}">Open the QC report</a> (also {esc(qc["json"])}, '
+                   f"{esc(qc['csv'])}).</p><table><tr><th>label</th><th>Dice</th><th>HD95 (mm)</th><th></th></tr>"
+                   f"{label_rows}</table>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mmanno demo report</title>
 <style>
@@ -307,6 +492,8 @@ Sample case <b>{esc(report['case']['kind'])}</b> (seed {report['case']['seed']})
 <th>axes</th><th>files</th><th>problems</th></tr>{''.join(rows)}</table>
 <h2>Annotation document and export package</h2>{annotation_html}
 <h2>Checks</h2><table><tr><th></th><th>check</th><th>result</th></tr>{check_rows}</table>
+<h2>Quality control (QCMetrics)</h2>
+{qc_html}
 <h2>Problems found while loading</h2>
 <table><tr><th>severity</th><th>code</th><th>message</th><th>files</th></tr>{problem_rows}</table>
 <p>Timings: {esc(timing)}.</p>

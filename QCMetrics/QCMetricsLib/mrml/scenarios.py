@@ -1,4 +1,5 @@
-"""Scenarios of QCMetrics that need a scene: the geometry read-out of a volume node.
+"""Scenarios of QCMetrics that need a scene: the geometry read-out of a volume node, and the
+comparison of two segmentations into a table node.
 
 QCMetrics' panel shows the voxel grid of any volume in the scene (loaded by Slicer's own
 readers, by RTSSBridge, or made by another module) through
@@ -110,6 +111,94 @@ def scenario_geometry_readout_refuses_empty_volume(scene: Any, workdir: str | os
             raise AssertionError(f"unexpected message for a volume without image data: {exc}") from exc
         return
     raise AssertionError("geometry_from_volume_node accepted a volume node without image data")
+
+
+def _oblique_grid() -> Any:
+    from RTSSBridgeLib.geometry import ImageGeometry
+
+    c, s = math.cos(math.radians(25.0)), math.sin(math.radians(25.0))
+    return ImageGeometry((40, 32, 18), (0.8, 0.9, 2.0), (12.0, -30.0, 40.0),
+                         ((c, -s, 0.0), (s, c, 0.0), (0.0, 0.0, 1.0)))
+
+
+def _labelmaps() -> Tuple[np.ndarray, np.ndarray]:
+    grid = _oblique_grid()
+    ref = np.zeros(grid.array_shape, dtype=np.uint8)
+    ref[3:14, 5:27, 6:34] = 1
+    ref[6:9, 10:14, 12:16] = 2
+    ref[10:12, 20:23, 26:29] = 3
+    test = np.zeros_like(ref)
+    test[4:14, 5:27, 7:35] = 1
+    test[6:9, 10:14, 13:17] = 2  # the second lesion is missed
+    return ref, test
+
+
+def scenario_compare_segmentations_into_a_table(scene: Any, workdir: str | os.PathLike[str]) -> None:
+    """Two segmentation nodes (shared labelmaps on an oblique grid, as the Segment Editor keeps them)
+    are read through the adapter and compared; the numbers equal the core's on the same arrays, the
+    table node lists every registry metric with its title and unit, and the missed lesion's row is
+    flagged for special review (R-10.2)."""
+    del workdir
+    from QCMetricsLib.compare import compare_volumes, labeled_volume_from_arrays
+    from QCMetricsLib.metrics import PAIR_METRICS
+    from QCMetricsLib.mrml.segmentations import labeled_volume_from_node, segmentation_node_from_labelmap
+    from QCMetricsLib.mrml.tables import flagged_rows, table_node_from_result
+
+    grid = _oblique_grid()
+    ref, test = _labelmaps()
+    names = {1: "liver", 2: "lesion 1", 3: "lesion 2"}
+    ref_node = segmentation_node_from_labelmap(scene, ref, grid, names, "reader A")
+    test_node = segmentation_node_from_labelmap(scene, test, grid, {1: "liver", 2: "lesion 1"}, "reader B")
+    ref_volume = labeled_volume_from_node(ref_node)
+    if not ref_volume.geometry.isclose(grid, 1e-6):
+        raise AssertionError(f"segment grid {ref_volume.geometry} differs from the one written {grid}")
+    result = compare_volumes(ref_volume, labeled_volume_from_node(test_node)).result
+    core = compare_volumes(labeled_volume_from_arrays(ref, grid, names),
+                           labeled_volume_from_arrays(test, grid, names)).result
+    for a, b in zip(result["labels"], core["labels"]):
+        for key in ("dice", "hausdorff_mm", "hausdorff95_mm", "mean_surface_distance_mm", "tp", "fp", "fn"):
+            if a[key] != b[key] and not (a[key] is not None and b[key] is not None and abs(a[key] - b[key]) < 1e-9):
+                raise AssertionError(f"{a['label']} {key}: scene {a[key]} != core {b[key]}")
+    node = table_node_from_result(scene, result)
+    table = node.GetTable()
+    if table.GetNumberOfRows() != 3 or table.GetNumberOfColumns() != len(PAIR_METRICS) + 3:
+        raise AssertionError(f"table has {table.GetNumberOfRows()} rows, {table.GetNumberOfColumns()} columns")
+    labels = [table.GetColumnByName("label").GetValue(r) for r in range(3)]
+    if flagged_rows(node) != [labels.index("lesion 2")]:
+        raise AssertionError(f"flagged rows {flagged_rows(node)}, labels {labels}")
+    if node.GetColumnUnitLabel("hausdorff95_mm") != "mm" or "95th" not in node.GetColumnLongName("hausdorff95_mm"):
+        raise AssertionError("column unit/title not taken from the registry")
+    dice = table.GetColumnByName("dice").GetValue(labels.index("liver"))
+    if abs(dice - result["labels"][labels.index("liver")]["dice"]) > 1e-12:
+        raise AssertionError(f"table Dice {dice} differs from the result")
+
+
+def scenario_labelmap_volume_node_is_an_input_too(scene: Any, workdir: str | os.PathLike[str]) -> None:
+    """A labelmap volume node (names from its colour table) compares like a segmentation."""
+    del workdir
+    from QCMetricsLib.compare import compare_volumes
+    from QCMetricsLib.mrml.segmentations import labeled_volume_from_node, segmentation_node_from_labelmap
+    from RTSSBridgeLib.mrml.volumes import volume_node_from_array
+
+    grid = _oblique_grid()
+    ref, _ = _labelmaps()
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    volume_node_from_array(scene, ref, grid, "labels", node=node)
+    volume = labeled_volume_from_node(node)
+    if [e.value for e in volume.labels] != [1, 2, 3] or not volume.geometry.isclose(grid, 1e-6):
+        raise AssertionError(f"labelmap node read as {volume.labels} on {volume.geometry}")
+    names = {e.value: e.name for e in volume.labels}  # the colour table's names; segments matched by name
+    seg = labeled_volume_from_node(segmentation_node_from_labelmap(scene, ref, grid, names, "same"))
+    result = compare_volumes(volume, seg).result
+    if [e["dice"] for e in result["labels"]] != [1.0, 1.0, 1.0]:
+        raise AssertionError(f"same labels differ: {[e['dice'] for e in result['labels']]}")
+    try:
+        labeled_volume_from_node(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "not labels"))
+    except ValueError as exc:
+        if "segmentation or a labelmap" not in str(exc):
+            raise AssertionError(f"unexpected message {exc}") from exc
+    else:
+        raise AssertionError("a scalar volume was accepted as annotation")
 
 
 def scenarios() -> Dict[str, Callable[[Any, Any], None]]:
