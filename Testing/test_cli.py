@@ -205,11 +205,22 @@ def test_inspect_folder_without_dicom(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_every_subcommand_has_help_and_json() -> None:
+    """Every command that runs (nested ones such as ``rtss import`` included) has --help and --json."""
+    import argparse
+
     from MultiModalAnnotationLib.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, subparser in sub.choices.items():  # type: ignore[attr-defined]
+    def leaves(parser: argparse.ArgumentParser, name: str) -> List[Tuple[str, argparse.ArgumentParser]]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [(name, parser)]
+        return [leaf for group in groups for sub_name, sub in group.choices.items()
+                for leaf in leaves(sub, f"{name} {sub_name}".strip())]
+
+    found = leaves(build_parser(), "")
+    names = {n for n, _ in found}
+    assert {"inspect", "sample", "demo", "rtss import", "rtss export", "seg import", "seg export"} <= names
+    for name, subparser in found:
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name
 

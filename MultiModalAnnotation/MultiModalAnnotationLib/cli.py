@@ -22,6 +22,7 @@ from . import __version__
 #: Modules that add subcommands, each with ``register(subparsers)``: one line per capability.
 COMMAND_MODULES = (
     "RTSSBridgeLib.cli",
+    "RTSSBridgeLib.convert_cli",
     "MultiModalAnnotationLib.demo",
 )
 
