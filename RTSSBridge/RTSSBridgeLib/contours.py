@@ -126,7 +126,8 @@ def trace(mask: RoiMask) -> TracedLoops:
 
     Loops are ordered by slice, then by where they start (raster order of their first top edge).
     Each keeps the foreground on its right in image coordinates (x right, y down): outer
-    boundaries run clockwise on the screen, holes counter-clockwise.
+    boundaries run clockwise on the screen, holes counter-clockwise. Every loop is a simple
+    polygon (loops may touch each other at a corner, never cross).
     """
     empty = TracedLoops(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((0, 2)))
     data = mask.data
@@ -196,8 +197,56 @@ def trace(mask: RoiMask) -> TracedLoops:
     # Loops come out ordered by their smallest edge index: top edges are numbered first, in
     # raster order (k, y, x), so loops are sorted by slice and start at their first top edge,
     # whose start is always a corner (an edge further left on the same row would come first).
-    return TracedLoops(k=k[seq[starts]] + mask.offset[0], offsets=np.concatenate([[0], np.cumsum(counts)]),
-                       points=points)
+    loop_k = k[seq[starts]] + mask.offset[0]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return _split_pinches(loop_k, offsets, points, start_id[edges])
+
+
+def _split_pinches(loop_k: np.ndarray, offsets: np.ndarray, points: np.ndarray,
+                   vertex: np.ndarray) -> TracedLoops:
+    """Split loops that pass a corner twice into simple loops.
+
+    Where two background voxels touch at a corner inside the foreground (or, with the opposite
+    turn, two foreground voxels), one boundary loop passes that corner twice, touching itself.
+    Cutting it there gives two simple polygons with the same edges, so the even-odd fill is
+    unchanged and readers that expect simple polygons (surface builders) get them. Such corners
+    are rare, so the loops that have one are split in Python.
+    """
+    n_loops = len(loop_k)
+    loop_of = np.repeat(np.arange(n_loops), np.diff(offsets))
+    key = loop_of.astype(np.int64) * (int(vertex.max(initial=0)) + 1) + vertex
+    unique, counts = np.unique(key, return_counts=True)
+    pinched = set((unique[counts > 1] // (int(vertex.max(initial=0)) + 1)).tolist())
+    if not pinched:
+        return TracedLoops(k=loop_k, offsets=offsets, points=points)
+    new_k: List[int] = []
+    pieces: List[np.ndarray] = []
+    for n in range(n_loops):
+        a, b = int(offsets[n]), int(offsets[n + 1])
+        if n not in pinched:
+            new_k.append(int(loop_k[n]))
+            pieces.append(np.arange(a, b))
+            continue
+        for part in _split_sequence(list(range(a, b)), vertex):
+            new_k.append(int(loop_k[n]))
+            pieces.append(np.asarray(part, dtype=np.int64))
+    index = np.concatenate(pieces)
+    sizes = np.array([len(piece) for piece in pieces])
+    return TracedLoops(k=np.asarray(new_k, dtype=np.int64), offsets=np.concatenate([[0], np.cumsum(sizes)]),
+                       points=points[index])
+
+
+def _split_sequence(sequence: List[int], vertex: np.ndarray) -> List[List[int]]:
+    seen: dict = {}
+    for position, corner in enumerate(sequence):
+        v = int(vertex[corner])
+        if v in seen:
+            first = seen[v]
+            inner = sequence[first:position]
+            outer = sequence[:first] + sequence[position:]
+            return _split_sequence(inner, vertex) + _split_sequence(outer, vertex)
+        seen[v] = position
+    return [sequence]
 
 
 def _cycles(nxt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -400,12 +400,13 @@ def rasterise_structure_set(rtss: StructureSetFile, grid: ReferenceGrid, label_s
     """Match every contour to a slice of ``grid`` and fill each ROI (see the module docstring)."""
     file_problems = list(rtss.problems) + list(problems)
     frame_uids = set(rtss.frame_of_reference_uids)
-    if grid.frame_of_reference_uid and frame_uids and grid.frame_of_reference_uid not in frame_uids:
+    reported = any(p.code == RoiProblemCode.FRAME_OF_REFERENCE_MISMATCH for p in file_problems)
+    if grid.frame_of_reference_uid and frame_uids and grid.frame_of_reference_uid not in frame_uids and not reported:
         file_problems.append(problem(
             RoiProblemCode.FRAME_OF_REFERENCE_MISMATCH, Severity.WARNING,
             f"the structure set's Frame of Reference ({', '.join(sorted(frame_uids))}) differs from the image "
-            f"series' ({grid.frame_of_reference_uid}); the series was chosen by its UID, so the contours are placed "
-            "in its coordinates", files=[rtss.path]))
+            f"series' ({grid.frame_of_reference_uid}); the contours are placed in the series' coordinates unchanged "
+            "(check that they belong together)", files=[rtss.path]))
     elif not frame_uids and not any(r.frame_of_reference_uid for r in rtss.rois):
         file_problems.append(problem(RoiProblemCode.NO_FRAME_OF_REFERENCE, Severity.WARNING,
                                      "the structure set names no Frame of Reference; it cannot be checked against "
