@@ -12,7 +12,7 @@ import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
@@ -24,9 +24,10 @@ from pydicom.uid import UID
 
 from RTSSBridgeLib.dicom_series import scan_dicom
 from RTSSBridgeLib.geometry import ImageGeometry
+from RTSSBridgeLib.roi import RoiMask
 from RTSSBridgeLib.samples import write_volume_series
 from RTSSBridgeLib.samples.phantom import rotation_matrix
-from RTSSBridgeLib.structures import ReferenceGrid
+from RTSSBridgeLib.structures import ReferenceGrid, Roi
 from RTSSBridgeLib.uids import deterministic_uid
 
 RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -203,3 +204,27 @@ def plastimatch_masks(rtss: Path, series_dir: Path, out: Path) -> Dict[str, Tupl
 def dice_arrays(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def hard_masks(shape: Tuple[int, int, int]) -> List[Roi]:
+    """Masks that break naive exporters: touching every border, holes with islands, single voxels,
+    diagonal contacts, and a random blob."""
+    nk, nj, ni = shape
+    border = np.zeros(shape, dtype=bool)
+    border[0, :, :] = True  # a whole first slice
+    border[nk - 1, :, :3] = True
+    border[1:4, 0, :] = True
+    border[1:4, nj - 1, ni - 5:] = True
+    holes = np.zeros(shape, dtype=bool)
+    holes[2:6, 3:15, 4:20] = True
+    holes[2:6, 5:13, 6:18] = False
+    holes[3:5, 8:10, 10:13] = True
+    one = np.zeros(shape, dtype=bool)
+    one[nk - 1, nj - 1, ni - 1] = True
+    few = np.zeros(shape, dtype=bool)
+    few[4, 10, 10] = few[4, 11, 11] = few[4, 10, 12] = few[5, 3, 3] = True
+    rng = np.random.default_rng(7)
+    blob = rng.random(shape) < 0.35
+    return [Roi(1, "Border", RoiMask.from_full(border)), Roi(2, "Holes", RoiMask.from_full(holes)),
+            Roi(3, "One voxel", RoiMask.from_full(one)), Roi(4, "Four voxels", RoiMask.from_full(few)),
+            Roi(5, "Blob", RoiMask.from_full(blob))]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import pydicom
@@ -22,7 +22,7 @@ from RTSSBridgeLib.rtss_import import import_rtss
 from RTSSBridgeLib.structures import ReferenceGrid, Roi
 
 from .conftest import require_tool
-from .rtss_cases import GRIDS, write_series
+from .rtss_cases import GRIDS, hard_masks, write_series
 
 
 @pytest.fixture(scope="session")
@@ -31,30 +31,6 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Tuple[Path, Re
     out = {name: write_series(root / name, geometry) for name, geometry in GRIDS.items()}
     out["gap"] = write_series(root / "gap", GRIDS["oblique"], skip=(5,))
     return out
-
-
-def hard_masks(shape: Tuple[int, int, int]) -> List[Roi]:
-    """Masks that break naive exporters: touching every border, holes with islands, single voxels,
-    diagonal contacts, and a random blob."""
-    nk, nj, ni = shape
-    border = np.zeros(shape, dtype=bool)
-    border[0, :, :] = True  # a whole first slice
-    border[nk - 1, :, :3] = True
-    border[1:4, 0, :] = True
-    border[1:4, nj - 1, ni - 5:] = True
-    holes = np.zeros(shape, dtype=bool)
-    holes[2:6, 3:15, 4:20] = True
-    holes[2:6, 5:13, 6:18] = False
-    holes[3:5, 8:10, 10:13] = True
-    one = np.zeros(shape, dtype=bool)
-    one[nk - 1, nj - 1, ni - 1] = True
-    few = np.zeros(shape, dtype=bool)
-    few[4, 10, 10] = few[4, 11, 11] = few[4, 10, 12] = few[5, 3, 3] = True
-    rng = np.random.default_rng(7)
-    blob = rng.random(shape) < 0.35
-    return [Roi(1, "Border", RoiMask.from_full(border)), Roi(2, "Holes", RoiMask.from_full(holes)),
-            Roi(3, "One voxel", RoiMask.from_full(one)), Roi(4, "Four voxels", RoiMask.from_full(few)),
-            Roi(5, "Blob", RoiMask.from_full(blob))]
 
 
 @pytest.mark.parametrize("name", ["axial", "oblique", "feet_first", "gap"])
@@ -74,8 +50,9 @@ def test_round_trip_is_exact(series, name: str, tmp_path: Path) -> None:  # type
 
 
 def test_structure_set_references_every_slice_and_copies_patient_and_study(series, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    folder, grid = series["oblique"]
-    label = LabelInfo("LUNG_LEFT", "Left lung", 1, (194, 105, 66), category=Code("SCT", "123037004", "Anatomical Structure"),
+    _folder, grid = series["oblique"]
+    label = LabelInfo("LUNG_LEFT", "Left lung", 1, (194, 105, 66),
+                      category=Code("SCT", "123037004", "Anatomical Structure"),
                       type=Code("SCT", "39607008", "Lung"), rt_interpreted_type="ORGAN")
     rois = hard_masks(grid.geometry.array_shape)[:3]
     rois[0].label = label
@@ -129,7 +106,7 @@ def test_structure_set_references_every_slice_and_copies_patient_and_study(serie
 def test_exported_file_passes_dciodvfy(series, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """dicom3tools' IOD validator reports no error (and the file is RTStructureSet)."""
     exe = require_tool("dciodvfy", "dicom3tools")
-    folder, grid = series["oblique"]
+    _folder, grid = series["oblique"]
     rois = hard_masks(grid.geometry.array_shape)
     rois[0].interpreted_type = "EXTERNAL"
     rois[0].points_lps = None

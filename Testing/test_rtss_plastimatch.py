@@ -21,9 +21,18 @@ from RTSSBridgeLib.rtss_import import import_rtss
 from RTSSBridgeLib.structures import ReferenceGrid, RoiSet
 
 from .conftest import require_tool
-from .rtss_cases import GRIDS, TESTDATA, ContourSpec, RoiSpec, circle, dice_arrays, plastimatch_masks, write_rtss, \
-    write_series
-from .test_rtss_export import hard_masks
+from .rtss_cases import (
+    GRIDS,
+    TESTDATA,
+    ContourSpec,
+    RoiSpec,
+    circle,
+    dice_arrays,
+    hard_masks,
+    plastimatch_masks,
+    write_rtss,
+    write_series,
+)
 
 pytestmark = pytest.mark.tools
 MIN_DICE = 0.999
@@ -111,5 +120,5 @@ def test_real_files_agree_with_plastimatch(rtss: str, folder: str, tmp_path: Pat
     for path in ours.reference.files:  # plastimatch wants a folder holding just that series
         shutil.copy(path, images / Path(path).name)
     scores = agree(ours, TESTDATA / rtss, images, tmp_path / "plastimatch")
-    assert scores == {name: 1.0 for name in scores}, scores
+    assert scores == dict.fromkeys(scores, 1.0), scores
     assert np.all([r.voxel_count() > 0 for r in ours.rois])
