@@ -48,7 +48,8 @@ def chest_template() -> LabelSet:
                    category=Code("SCT", "49755003", "Morphologically Altered Structure"),
                    type=Code("SCT", "27925004", "Nodule"), rt_interpreted_type="GTV")],
         template_id="lung-ct", version="2.0",
-        name_rules=[NameRule("Lung_L", "LUNG_LEFT"), NameRule("Lung_R", "LUNG_RIGHT"), NameRule("Nodule*", "NODULE", "glob")])
+        name_rules=[NameRule("Lung_L", "LUNG_LEFT"), NameRule("Lung_R", "LUNG_RIGHT"),
+                    NameRule("Nodule*", "NODULE", "glob")])
 
 
 @pytest.fixture(scope="module")
