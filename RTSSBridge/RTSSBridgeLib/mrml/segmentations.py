@@ -215,7 +215,7 @@ def roi_set_from_segmentation_node(segmentation_node: Any, volume_node: Any,
                                  field="segmentation")
             number_text = _get_tag(segment, TAG_ROI_NUMBER)
             number = int(number_text) if number_text.isdigit() else index + 1
-            color = tuple(int(round(c * 255)) for c in segment.GetColor())
+            color = tuple(round(float(c) * 255) for c in segment.GetColor())
             roi = Roi(number=number, name=str(segment.GetName()), mask=RoiMask.from_full(values != 0),
                       color=(color[0], color[1], color[2]), interpreted_type=_get_tag(segment, TAG_INTERPRETED_TYPE),
                       generation_algorithm=_get_tag(segment, TAG_GENERATION_ALGORITHM))

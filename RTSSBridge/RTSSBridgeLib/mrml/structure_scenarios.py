@@ -88,7 +88,7 @@ def scenario_rtss_to_segmentation_and_back(scene: Any, workdir: str | os.PathLik
     """RTSS -> segmentation node (terminology from the template, referencing the volume) ->
     RTSS: every mask survives exactly, on an oblique anisotropic grid."""
     work = Path(workdir)
-    folder, geometry, rois = write_case(work)
+    folder, _geometry, rois = write_case(work)
     grid = ReferenceGrid.from_series(scan_dicom(folder).series[0])
     export_rtss(rois, grid, work / "in.dcm")
     volume = _load_volume(scene, folder)
@@ -106,8 +106,8 @@ def scenario_rtss_to_segmentation_and_back(scene: Any, workdir: str | os.PathLik
     text = first.GetTerminology() if hasattr(first, "GetTerminology") else ""
     _check(bool(slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(text, entry)),
            f"Slicer cannot parse the terminology entry {text!r}")
-    _check(entry.GetTypeObject().GetCodeValue() == "39607008" and entry.GetTypeModifierObject().GetCodeMeaning() == "Left",
-           f"terminology of Lung_L is {text!r}")
+    _check(entry.GetTypeObject().GetCodeValue() == "39607008"
+           and entry.GetTypeModifierObject().GetCodeMeaning() == "Left", f"terminology of Lung_L is {text!r}")
     color = tuple(round(c * 255) for c in first.GetColor())
     _check(color == rois[0].display_color(), f"Lung_L colour {color} is not the file's {rois[0].display_color()}")
     _check(result.rois[0].label is not None and result.rois[0].label.code == "LUNG_LEFT", "Lung_L not mapped")
