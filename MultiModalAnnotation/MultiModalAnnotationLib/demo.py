@@ -4,8 +4,11 @@ Steps today (each later capability adds its own): generate the sample case; insp
 series (problems listed); load each volume and check its geometry against the generator's
 record; export each volume to NIfTI and read it back (voxels identical, geometry within
 NIfTI-1's float32 precision); check that every ground-truth mask sits on the grid of its
-series; write ``report.json`` and a self-contained ``report.html``. The exit status is 0 when
-every check passed and 1 otherwise (the report says which).
+series; export the ground truth of the primary series as an RT Structure Set onto its DICOM
+series, import it back and check that every ROI comes back exactly (Dice 1.0), and import the
+structure set the sample ships with (ct-chest, mr-brain-mets) against the same labels (R-5.7);
+write ``report.json`` and a self-contained ``report.html``. The exit status is 0 when every check
+passed and 1 otherwise (the report says which).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -96,6 +99,10 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
                              distance <= NIFTI1_TOLERANCE_MM and bool(labels),
                              f"grid distance {distance:.2e} mm; labels present {labels}", distance_mm=distance))
 
+    t = time.monotonic()
+    rtss = structure_set_round_trip(out, manifest, scan, checks)
+    timings["rtss_s"] = time.monotonic() - t
+
     problems = [dict(p, series=e["series_uid"]) for e in inspected for p in e["problems"]]
     report = {
         "report": "mmanno demo",
@@ -104,6 +111,7 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
         "case": {"kind": kind, "seed": seed, "path": "case", "n_series": len(scan.series),
                  "n_files": scan.n_files},
         "series": series_rows,
+        "rtss": rtss,
         "problems": problems,
         "checks": checks,
         "passed": all(c["passed"] for c in checks) and bool(checks),
@@ -112,6 +120,67 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.html", render_html(report))
     return report
+
+
+def structure_set_round_trip(out: Path, manifest: Dict[str, Any], scan: Any,
+                             checks: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Ground truth -> RTSS on the primary DICOM series -> masks again: Dice 1.0 per ROI (R-5.7).
+
+    Also imports the structure set the sample ships with and compares it with the same labels.
+    Returns the report section (None for kinds without a 3-D labelled series).
+    """
+    from RTSSBridgeLib.roi import RoiMask, dice
+    from RTSSBridgeLib.rtss_export import ExportOptions, export_rtss
+    from RTSSBridgeLib.rtss_import import import_rtss
+    from RTSSBridgeLib.structures import ReferenceGrid, Roi
+
+    by_key = {s["key"]: s for s in manifest["series"]}
+    primary = next((s for s in manifest["series"] if s["role"] == "primary"), None)
+    entry = next((g for g in manifest.get("ground_truth", []) if g["format"] == "nifti" and primary is not None
+                  and g.get("series_key") == primary["key"] and g.get("labels")), None)
+    if primary is None or entry is None or not primary.get("frame_of_reference_uid"):
+        return None
+    series = next((s for s in scan.series if s.series_uid == primary["series_instance_uid"]), None)
+    if series is None:
+        return None
+    labels = read_nifti(out / "case" / entry["path"]).voxels
+    names = {int(item["value"]): str(item["name"]) for item in entry["labels"]}
+    rois = [Roi(n, names.get(value, f"Label {value}")[:64], RoiMask.from_full(labels == value),
+                generation_algorithm="MANUAL")
+            for n, value in enumerate(sorted(int(v) for v in np.unique(labels) if v != 0), start=1)]
+    grid = ReferenceGrid.from_series(series)
+    path = out / "rtss" / "ground_truth_rtss.dcm"
+    t = time.monotonic()
+    exported = export_rtss(rois, grid, path, options=ExportOptions(structure_set_label="GROUND TRUTH"))
+    export_s = time.monotonic() - t
+    t = time.monotonic()
+    back = import_rtss(path, out / "case" / "dicom", series_uid=series.series_uid)
+    import_s = time.monotonic() - t
+    rows = []
+    for original, imported in zip(exported.rois, back.rois):
+        assert original.mask is not None
+        score = dice(original.mask, imported.mask) if imported.mask is not None else 0.0
+        rows.append({"roi": original.name, "voxels": original.voxel_count(), "contours": original.n_contours,
+                     "dice": score, "warnings": len(imported.problems)})
+    exact = bool(rows) and all(r["dice"] == 1.0 and r["warnings"] == 0 for r in rows) and len(back.rois) == len(rois)
+    checks.append(_check(f"ground truth -> RTSS -> masks on {primary['key']} is exact",
+                         exact, f"{len(rows)} ROI(s), Dice " + ", ".join(f"{r['dice']:.6f}" for r in rows)
+                         + f"; export {export_s:.2f} s, import {import_s:.2f} s", n_rois=len(rows)))
+    section: Dict[str, Any] = {"series_key": primary["key"], "file": str(path.relative_to(out)), "rois": rows,
+                               "export_s": export_s, "import_s": import_s, "shipped": None}
+    shipped = (manifest.get("structure_sets") or [None])[0]
+    if shipped is not None and shipped["referenced_series_key"] in by_key:
+        result = import_rtss(out / "case" / shipped["dir"] / shipped["file"], out / "case" / "dicom")
+        scores = [(spec["roi_name"], dice(RoiMask.from_full(labels == spec["label_value"]), roi.mask)
+                   if roi.mask is not None else 0.0) for spec, roi in zip(shipped["rois"], result.rois)]
+        ok = len(scores) == len(shipped["rois"]) and all(score == 1.0 for _, score in scores) \
+            and not result.all_problems()
+        checks.append(_check(f"the sample's RT Structure Set ({len(scores)} ROIs) matches its ground truth", ok,
+                             ", ".join(f"{name} Dice {score:.6f}" for name, score in scores)))
+        section["shipped"] = {"file": f"case/{shipped['dir']}/{shipped['file']}",
+                              "rois": [{"roi": name, "dice": score} for name, score in scores],
+                              "warnings": [p.line() for p in result.all_problems()]}
+    return section
 
 
 def render_html(report: Dict[str, Any]) -> str:
@@ -134,6 +203,16 @@ def render_html(report: Dict[str, Any]) -> str:
         f"<td>{esc(', '.join(Path(f).name for f in p['files'][:4]))}</td></tr>" for p in report["problems"]
     ) or "<tr><td colspan=4>none</td></tr>"
     timing = ", ".join(f"{k.replace('_s', '')} {v:.2f} s" for k, v in report["timings"].items())
+    rtss = report.get("rtss")
+    if rtss:
+        rtss_rows = "".join(f"<tr><td>{esc(r['roi'])}</td><td>{r['voxels']}</td><td>{r['contours']}</td>"
+                            f"<td>{r['dice']:.6f}</td></tr>" for r in rtss["rois"])
+        rtss_html = (f"<h2>RT Structure Set round trip ({esc(rtss['series_key'])})</h2><p>Ground truth exported to "
+                     f"{esc(rtss['file'])} in {rtss['export_s']:.2f} s and imported back in {rtss['import_s']:.2f} s."
+                     "</p><table><tr><th>ROI</th><th>voxels</th><th>contours</th><th>Dice after the round trip</th>"
+                     f"</tr>{rtss_rows}</table>")
+    else:
+        rtss_html = "<h2>RT Structure Set round trip</h2><p>Not applicable: no 3-D labelled series.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mmanno demo report</title>
 <style>
@@ -151,6 +230,7 @@ Sample case <b>{esc(report['case']['kind'])}</b> (seed {report['case']['seed']})
 <table><tr><th>series</th><th>modality</th><th>shape i×j×k</th><th>spacing (mm)</th><th>origin (LPS, mm)</th>
 <th>axes</th><th>files</th><th>problems</th></tr>{''.join(rows)}</table>
 <h2>Checks</h2><table><tr><th></th><th>check</th><th>result</th></tr>{check_rows}</table>
+{rtss_html}
 <h2>Problems found while loading</h2>
 <table><tr><th>severity</th><th>code</th><th>message</th><th>files</th></tr>{problem_rows}</table>
 <p>Timings: {esc(timing)}.</p>
@@ -176,7 +256,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo", help="run the headless pipeline on a generated sample case and write a report",
         description="The main job: generate a sample case, inspect and load every series, export to NIfTI and "
-                    "read back, check geometry and ground truth, and write report.json and report.html into OUT "
+                    "read back, check geometry and ground truth, export the ground truth as an RT Structure Set and "
+                    "import it back (Dice 1.0 per ROI), and write report.json and report.html into OUT "
                     "(a new folder). Exit 0 when every check passed, 1 otherwise.",
     )
     p.add_argument("--out", required=True, help="new (or empty) output folder")

@@ -141,6 +141,9 @@ def format_coordinates(values: np.ndarray) -> bytes:
     return data
 
 
+_MARK_ENCODING = hasattr(Dataset, "set_original_encoding")
+
+
 def _raw_ds(tag: int, data: bytes) -> RawDataElement:
     return RawDataElement(Tag(tag), "DS", len(data), data, 0, False, True)
 
@@ -374,6 +377,11 @@ def _contour(grid: ReferenceGrid, k: Optional[int], kind: str, lps: np.ndarray, 
     contour.NumberOfContourPoints = len(lps)
     contour.ContourNumber = number
     contour[0x30060050] = _raw_ds(0x30060050, format_coordinates(lps))
+    if _MARK_ENCODING:
+        # pydicom 3 writes a raw element as it is only when the item says it is already in the
+        # output encoding; otherwise it parses every coordinate into a DSfloat and formats it
+        # again (measured: 2.1 of 2.6 s for the 5 ROIs of the ct-chest sample).
+        contour.set_original_encoding(False, True, pydicom.charset.default_encoding)
     return contour
 
 
