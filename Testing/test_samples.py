@@ -294,7 +294,8 @@ def test_mr_structure_set_uses_seed_002_names_and_colours(cases: Dict[str, Sampl
     names = [r["roi_name"] for r in entry["rois"]]
     assert names[-1] == "*Skull" and all(re.fullmatch(r"[LR]_[a-z_]+?(_\d+)?", n) for n in names[:-1]), names
     assert [r["roi_name"] for r in lesions["rois"][:-1]] == names[:-1]
-    assert {tuple(r["color"]) for r in entry["rois"][:-1]} == {(255, 0, 255)} and entry["rois"][-1]["color"] == [255, 0, 0]
+    assert {tuple(r["color"]) for r in entry["rois"][:-1]} == {(255, 0, 255)}
+    assert entry["rois"][-1]["color"] == [255, 0, 0]
 
 
 def test_dropped_slice_is_still_referenced_and_its_contours_are_clipped(tmp_path: Path) -> None:
