@@ -196,3 +196,26 @@ def test_series_without_uids_cannot_be_referenced(series, tmp_path: Path) -> Non
     bare = ReferenceGrid.from_geometry(grid.geometry, [""] * grid.n_slices)
     with pytest.raises(InputError, match="series: the image series lacks Series, Study or SOP Instance UIDs"):
         export_rtss(hard_masks(grid.geometry.array_shape)[:1], bare, tmp_path / "rtss.dcm")
+
+
+def test_long_boundaries_are_split_into_contours_that_fit_a_ds_value(tmp_path: Path) -> None:
+    """A boundary needing more than 65 534 bytes of ContourData (the most a DS value holds in
+    explicit VR) is cut into column halves whose contours share the cut edge: every value fits,
+    and the file still fills back to exactly the mask."""
+    from RTSSBridgeLib.geometry import ImageGeometry
+    from RTSSBridgeLib.rtss_export import MAX_SHORT_VALUE
+
+    from .rtss_cases import write_series as write
+
+    geometry = ImageGeometry((1024, 900, 2), (0.31, 0.29, 2.0), (-12345.6789, 23456.789, -3456.7))
+    folder, grid = write(tmp_path / "ct", geometry)
+    rng = np.random.default_rng(3)
+    saw = np.zeros(geometry.array_shape, dtype=bool)
+    for j in range(20, 880):
+        saw[1, j, 10: 10 + int(rng.integers(100, 1000))] = True
+    export_rtss([Roi(1, "Saw", RoiMask.from_full(saw))], grid, tmp_path / "rtss.dcm")
+    ds = pydicom.dcmread(tmp_path / "rtss.dcm")
+    lengths = [c.get_item(0x30060050).length for c in ds.ROIContourSequence[0].ContourSequence]
+    assert len(lengths) >= 2 and max(lengths) <= MAX_SHORT_VALUE
+    back = import_rtss(tmp_path / "rtss.dcm", folder)
+    assert back.rois[0].mask is not None and back.rois[0].mask.same_as(RoiMask.from_full(saw))

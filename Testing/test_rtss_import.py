@@ -416,3 +416,52 @@ def test_labelmap_paints_small_rois_over_large_and_reports_overlap(series, tmp_p
     assert body.voxel_count() == 400 and body.labelmap_voxel_count == 384 and organ.labelmap_voxel_count == 16
     overlap = find(body.problems, RoiProblemCode.OVERLAP_IN_LABELMAP)
     assert overlap.count == 16 and "(Organ)" in overlap.message and overlap.severity == Severity.INFO
+
+
+# --------------------------------------------------------------------------- the fast reader
+def _records(rtss):  # type: ignore[no-untyped-def]
+    return [(r.number, r.name, r.color, r.interpreted_type, r.has_contour_item, r.has_contour_sequence,
+             [(c.geometric_type, c.points.tolist(), c.referenced_uids, c.declared_points) for c in r.contours],
+             [p.to_dict() for p in r.problems]) for r in rtss.rois]
+
+
+def test_fast_reader_reads_exactly_what_pydicom_reads(testdata: Path, series, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The byte-level ROI Contour Sequence reader (defined and undefined lengths, implicit and
+    explicit VR) gives the same ROIs, contours, points and problems as reading with pydicom."""
+    from RTSSBridgeLib import rtss_import
+    from RTSSBridgeLib.rtss_reader import read_fast
+
+    _folder, grid = _grid(series)
+    ours = write_rtss(tmp_path / "ours.dcm", grid, [
+        RoiSpec(1, "A", [ContourSpec(square_ijk(grid, 2, 4.5, 4.5, 9.5, 9.5)),
+                         ContourSpec(square_ijk(grid, 3, 4.5, 4.5, 9.5, 9.5), raw="1\\2\\x")]),
+        RoiSpec(2, "Empty", contour_sequence=False)])
+    files = [p for p in testdata.rglob("*.dcm")
+             if pydicom.dcmread(p, stop_before_pixels=True).get("Modality") == "RTSTRUCT"] + [ours]
+    for path in files:
+        assert read_fast(str(path)) is not None, path.name
+        fast = read_structure_set(path)
+        with monkeypatch.context() as patch:
+            patch.setattr(rtss_import, "read_fast", lambda _p: None)
+            slow = read_structure_set(path)
+        assert _records(fast) == _records(slow), path.name
+        assert [p.to_dict() for p in fast.problems] == [p.to_dict() for p in slow.problems]
+        assert fast.info() == slow.info()
+
+
+def test_fast_reader_declines_what_it_does_not_handle(tmp_path: Path, series) -> None:  # type: ignore[no-untyped-def]
+    from RTSSBridgeLib.rtss_reader import read_fast
+
+    _folder, grid = _grid(series)
+    path = write_rtss(tmp_path / "rt.dcm", grid, [RoiSpec(1, "A", [ContourSpec(square_ijk(grid, 2, 1, 1, 3, 3))])])
+    data = bytearray(path.read_bytes())
+    data[-6:] = b"\xff\xff\xff\xff\xff\xff"  # the last element's value runs past the end
+    (tmp_path / "broken.dcm").write_bytes(bytes(data))
+    assert read_fast(str(tmp_path / "broken.dcm")) is None
+    assert read_fast(str(tmp_path / "missing.dcm")) is None
+    broken = read_structure_set(tmp_path / "broken.dcm")  # pydicom's path reads the rest and says what is lost
+    assert [p.code for p in broken.problems] == [RoiProblemCode.UNREADABLE_ELEMENT]
+    assert broken.problems[0].message.startswith("RTROIObservationsSequence (")
+    assert broken.problems[0].message.endswith("cannot be decoded; its content is left out")
+    assert broken.rois[0].name == "A" and len(broken.rois[0].contours) == 1 and broken.rois[0].interpreted_type == ""

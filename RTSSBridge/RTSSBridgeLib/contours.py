@@ -9,9 +9,9 @@ Filling (:func:`rasterise`)
     **even-odd rule over all polygons of that slice together**: a contour inside another is a
     hole, an island inside that hole is filled again. This is the convention of plastimatch
     ``--xor-contours`` and dcmrtstruct2nii. It is computed by scanlines: every polygon edge is
-    intersected with the rows ``j`` it spans (half-open ``[y_min, y_max)``, so a vertex on a row
-    is counted once), each crossing toggles the voxels to its right, and an exclusive-or
-    accumulation along the row turns toggles into inside/outside. All slices of an ROI are done
+    intersected with the voxel columns ``i`` it spans (half-open ``[x_min, x_max)``, so a vertex on
+    a scanline is counted once), each crossing toggles the voxels below it, and an exclusive-or
+    accumulation down the columns turns toggles into inside/outside. All slices of an ROI are done
     in one pass over its bounding box, so the cost is the box size plus the number of crossings.
 
 Tracing (:func:`trace`)
@@ -55,51 +55,69 @@ def rasterise(polygons: Sequence[Polygon], shape_kji: Tuple[int, int, int]) -> R
     Polygons with fewer than 3 points are ignored (callers report them). Parts outside the grid
     are clipped. Returns the mask cropped to its bounding box.
     """
-    nk, nj, ni = (int(s) for s in shape_kji)
-    xs0, ys0, xs1, ys1, ks = [], [], [], [], []
-    for poly in polygons:
-        pts = np.asarray(poly.points, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[0] < 3 or not 0 <= poly.k < nk:
-            continue
-        nxt = np.roll(pts, -1, axis=0)
-        xs0.append(pts[:, 0])
-        ys0.append(pts[:, 1])
-        xs1.append(nxt[:, 0])
-        ys1.append(nxt[:, 1])
-        ks.append(np.full(len(pts), poly.k, dtype=np.int64))
-    if not ks:
+    kept = [p for p in polygons if np.asarray(p.points).ndim == 2 and len(p.points) >= 3]
+    if not kept:
         return RoiMask.empty(shape_kji)
-    x0, y0, x1, y1 = (np.concatenate(a) for a in (xs0, ys0, xs1, ys1))
-    k = np.concatenate(ks)
-    y_lo = np.minimum(y0, y1)
-    y_hi = np.maximum(y0, y1)
-    # Rows r crossed by an edge: y_lo <= r < y_hi (a vertex on a row counts for one edge only).
-    r_start = np.maximum(np.ceil(y_lo), 0).astype(np.int64)
-    r_stop = np.minimum(np.ceil(y_hi), nj).astype(np.int64)
-    n_rows = np.maximum(r_stop - r_start, 0)
-    total = int(n_rows.sum())
+    lengths = np.array([len(p.points) for p in kept])
+    return rasterise_arrays(np.array([p.k for p in kept], dtype=np.int64), np.concatenate([[0], np.cumsum(lengths)]),
+                            np.concatenate([np.asarray(p.points, dtype=np.float64) for p in kept]), shape_kji)
+
+
+def rasterise_arrays(polygon_k: np.ndarray, offsets: np.ndarray, points: np.ndarray,
+                     shape_kji: Tuple[int, int, int]) -> RoiMask:
+    """:func:`rasterise` for polygons given as arrays: polygon ``n`` lies on slice ``polygon_k[n]``
+    and has the points ``points[offsets[n]:offsets[n + 1]]`` (continuous ``(i, j)``).
+
+    Scanlines run down the columns (x = i): each edge is intersected with the columns it spans
+    (half-open ``[x_min, x_max)``), each crossing toggles the voxel centres below it, and the
+    exclusive-or accumulation runs along j. Accumulating along the middle axis keeps numpy's inner
+    loop on contiguous memory: 2x faster than along rows on the 13 ROIs of the benchmark CT.
+    """
+    nk, nj, ni = (int(s) for s in shape_kji)
+    counts: np.ndarray = np.diff(np.asarray(offsets, dtype=np.int64)).astype(np.int64)
+    valid = (counts >= 3) & (polygon_k >= 0) & (polygon_k < nk)
+    if not valid.any():
+        return RoiMask.empty(shape_kji)
+    if not valid.all():
+        keep_point = np.repeat(valid, counts)
+        points = points[keep_point]
+        polygon_k = polygon_k[valid]
+        counts = counts[valid]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    following = np.arange(len(points)) + 1
+    following[starts + counts - 1] = starts  # each polygon closes on its first point
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = x0[following], y0[following]
+    k = np.repeat(polygon_k, counts)
+    # Columns c crossed by an edge: x_lo <= c < x_hi (a vertex on a column counts for one edge only).
+    c_start = np.maximum(np.ceil(np.minimum(x0, x1)), 0).astype(np.int64)
+    c_stop = np.minimum(np.ceil(np.maximum(x0, x1)), ni).astype(np.int64)
+    n_cols = np.maximum(c_stop - c_start, 0)
+    total = int(n_cols.sum())
     if total == 0:
         return RoiMask.empty(shape_kji)
-    edge = np.repeat(np.arange(len(k)), n_rows)
-    first = np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
-    rows = r_start[edge] + (np.arange(total) - first)
+    edge = np.repeat(np.arange(len(k)), n_cols)
+    first = np.repeat(np.cumsum(n_cols) - n_cols, n_cols)
+    cols = c_start[edge] + (np.arange(total) - first)
     ex0, ey0, ex1, ey1 = x0[edge], y0[edge], x1[edge], y1[edge]
-    x_cross = ex0 + (rows - ey0) * (ex1 - ex0) / (ey1 - ey0)
-    # The crossing toggles every voxel centre strictly to its right: columns >= floor(x) + 1.
-    cols = np.clip(np.floor(x_cross).astype(np.int64) + 1, 0, ni)
+    y_cross = ey0 + (cols - ex0) * (ey1 - ey0) / (ex1 - ex0)
+    # The crossing toggles every voxel centre strictly below it: rows >= floor(y) + 1.
+    rows = np.clip(np.floor(y_cross).astype(np.int64) + 1, 0, nj)
     slices = k[edge]
     k0, k1 = int(slices.min()), int(slices.max()) + 1
     r0, r1 = int(rows.min()), int(rows.max()) + 1
     c0, c1 = int(cols.min()), int(cols.max()) + 1
-    width = c1 - c0
-    flat = ((slices - k0) * (r1 - r0) + (rows - r0)) * width + (cols - c0)
-    toggles = np.zeros((k1 - k0) * (r1 - r0) * width, dtype=np.uint8)
-    unique, counts = np.unique(flat, return_counts=True)
-    toggles[unique] = (counts & 1).astype(np.uint8)
-    box = toggles.reshape(k1 - k0, r1 - r0, width)
-    np.bitwise_xor.accumulate(box, axis=2, out=box)
-    inside = box[:, :, : width - 1].view(np.bool_)
-    return RoiMask.from_box(shape_kji, (k0, r0, c0), inside)
+    height, width = r1 - r0, c1 - c0
+    flat = ((slices - k0) * height + (rows - r0)) * width + (cols - c0)
+    toggles = np.zeros((k1 - k0) * height * width, dtype=np.uint8)
+    unique, hits = np.unique(flat, return_counts=True)
+    toggles[unique] = (hits & 1).astype(np.uint8)
+    box = toggles.reshape(k1 - k0, height, width)
+    np.bitwise_xor.accumulate(box, axis=1, out=box)
+    inside = box[:, : height - 1, :].view(np.bool_)
+    # The box spans the crossings, so it is tight up to an empty margin row at most; shrinking it
+    # would cost three more passes over the box (0.1 s for a body contour) and gain nothing.
+    return RoiMask(shape_kji, (k0, r0, c0), inside)
 
 
 @dataclass(frozen=True)

@@ -164,16 +164,22 @@ def read_masks(paths: Sequence[str], reference: Optional[ImageGeometry] = None,
             geometry = image.geometry
         check_same_grid(image.geometry, geometry, "the mask", path)
         labels = _integer_labels(image.voxels, path)
-        values = [int(v) for v in np.unique(labels) if v != 0]
-        if len(values) > 1:
+        inside = labels != 0
+        n_inside = int(np.count_nonzero(inside))
+        top = int(labels.max()) if labels.size else 0
+        # One non-zero value <=> every voxel inside holds the maximum (two passes; np.unique sorted
+        # the whole volume and took 0.23 s per 512x512x177 mask).
+        if n_inside and int(np.count_nonzero(labels == top)) != n_inside:
+            values = [int(v) for v in np.unique(labels[inside])]
             raise InputError(f"holds several label values {values[:6]}; a per-ROI mask holds 0 and one value "
                              "(give a labelmap with --template instead)", file=path, field="voxels")
+        values = [top] if n_inside else []
         name = nifti_stem(path)
         if name.casefold() in seen:
             raise InputError(f"gives the ROI name {name!r} again (also {seen[name.casefold()]}); ROI names must be "
                              "unique", file=path)
         seen[name.casefold()] = path
-        roi = Roi(number=number, name=name, mask=RoiMask.from_full(labels != 0), file=path)
+        roi = Roi(number=number, name=name, mask=RoiMask.from_full(inside), file=path)
         for p in image.problems:
             roi.add(RoiProblemCode.NIFTI_HEADER, p.severity, f"{p.code.value}: {p.message}")
         if not values:

@@ -68,6 +68,7 @@ class RoiProblemCode(str, Enum):
     SEGMENT_FRAME_OUTSIDE_SERIES = "SEGMENT_FRAME_OUTSIDE_SERIES"
     FRACTIONAL_SEGMENT = "FRACTIONAL_SEGMENT"
     NIFTI_HEADER = "NIFTI_HEADER"
+    UNREADABLE_ELEMENT = "UNREADABLE_ELEMENT"
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class RoiMask:
     ((1, 2, 3), (1, 1, 1), 1)
     """
 
-    __slots__ = ("data", "offset", "shape")
+    __slots__ = ("_count", "data", "offset", "shape")
 
     def __init__(self, shape: Sequence[int], offset: Sequence[int], data: np.ndarray) -> None:
         shape_t = tuple(int(s) for s in shape)
@@ -147,6 +148,7 @@ class RoiMask:
         self.shape: ShapeKJI = (shape_t[0], shape_t[1], shape_t[2])
         self.offset: ShapeKJI = (offset_t[0], offset_t[1], offset_t[2]) if arr.size else (0, 0, 0)
         self.data: np.ndarray = arr if arr.size else np.zeros((0, 0, 0), dtype=bool)
+        self._count: Optional[int] = None  # the data is never changed after construction
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -188,7 +190,9 @@ class RoiMask:
 
     def count(self) -> int:
         """Number of voxels inside."""
-        return int(np.count_nonzero(self.data))
+        if self._count is None:
+            self._count = int(np.count_nonzero(self.data))
+        return self._count
 
     def is_empty(self) -> bool:
         return self.count() == 0
@@ -224,15 +228,21 @@ class RoiMask:
 
 
 def bounding_box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
-    """Tight bounding box of the non-zero voxels of a 3-D array, or None when there is none."""
-    if not mask.any():
+    """Tight bounding box of the non-zero voxels of a 3-D array, or None when there is none.
+
+    Two passes over the volume (the slices used, then the in-plane extent of those slices only)
+    instead of one per axis.
+    """
+    if mask.ndim != 3:
+        raise InputError(f"must be a 3-D array, got shape {list(mask.shape)}", field="mask")
+    slices = np.nonzero(mask.any(axis=(1, 2)))[0]
+    if not len(slices):
         return None
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        used = np.nonzero(mask.any(axis=others))[0]
-        box.append(slice(int(used[0]), int(used[-1]) + 1))
-    return tuple(box)
+    k0, k1 = int(slices[0]), int(slices[-1]) + 1
+    plane: np.ndarray = np.asarray(mask[k0:k1].any(axis=0))
+    rows = np.nonzero(plane.any(axis=1))[0]
+    cols = np.nonzero(plane.any(axis=0))[0]
+    return (slice(k0, k1), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
 
 
 def dice(a: RoiMask, b: RoiMask) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import struct
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -38,12 +39,12 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from . import __version__
-from .contours import trace
+from .contours import TracedLoops, trace
 from .errors import InputError
 from .fileio import atomic_path
 from .geometry import ImageGeometry
 from .problems import Severity
-from .roi import RoiProblemCode, problem
+from .roi import RoiMask, RoiProblemCode, problem
 from .rtss_import import RTSTRUCT_SOP_CLASS_UID
 from .samples.dicom_writer import EXPLICIT_VR_LITTLE_ENDIAN, IMPLEMENTATION_CLASS_UID, save_dataset
 from .structures import ReferenceGrid, Roi, RoiSet
@@ -142,10 +143,6 @@ def format_coordinates(values: np.ndarray) -> bytes:
 
 
 _MARK_ENCODING = hasattr(Dataset, "set_original_encoding")
-
-
-def _raw_ds(tag: int, data: bytes) -> RawDataElement:
-    return RawDataElement(Tag(tag), "DS", len(data), data, 0, False, True)
 
 
 def _code_item(scheme: str, value: str, meaning: str) -> Dataset:
@@ -323,8 +320,12 @@ def export_rtss(rois: Sequence[Roi], grid: ReferenceGrid, out_path: str | os.Pat
         if progress is not None:
             progress(n + 1, len(rois))
     ds.StructureSetROISequence = DicomSequence(roi_items)
-    ds.ROIContourSequence = DicomSequence(contour_items)
+    ds[0x30060039] = _raw_sequence(0x30060039, contour_items)
     ds.RTROIObservationsSequence = DicomSequence(observation_items)
+    if _MARK_ENCODING:
+        # pydicom 3 writes raw elements as they are only when the dataset says it is already in
+        # the output encoding (pydicom 2.4 parses the raw sequence and writes it again: slower, same).
+        ds.set_original_encoding(False, True, ds._character_set)
     with atomic_path(out) as tmp:
         save_dataset(ds, tmp)
     result.written = {"sop_instance_uid": sop_uid, "series_instance_uid": series_uid,
@@ -333,56 +334,125 @@ def export_rtss(rois: Sequence[Roi], grid: ReferenceGrid, out_path: str | os.Pat
     return result
 
 
-def _roi_contour_item(roi: Roi, grid: ReferenceGrid) -> Dataset:
-    item = Dataset()
-    item.ReferencedROINumber = int(roi.number)
-    item.ROIDisplayColor = list(roi.display_color())
-    contours: List[Dataset] = []
-    number = 0
+def _roi_contour_item(roi: Roi, grid: ReferenceGrid) -> bytes:
+    """The encoded ROI Contour Sequence item of ``roi`` (see :func:`_encode`)."""
+    contours: List[bytes] = []
     if roi.mask is not None and not roi.mask.is_empty():
-        loops = trace(roi.mask)
+        loops = _fitting_loops(roi.mask)
         geometry = grid.geometry
         # LPS of a corner: the corner's (i, j) on the plane of the slice actually stored at k.
-        ijk = np.empty((len(loops.points), 3))
         counts = np.diff(loops.offsets)
         k_of_point = np.repeat(loops.k, counts)
+        ijk = np.empty((len(loops.points), 3))
         ijk[:, :2] = loops.points + grid.frame_ijk[k_of_point, :2]
         ijk[:, 2] = grid.frame_ijk[k_of_point, 2]
         lps = geometry.ijk_to_lps(ijk)
         for n in range(len(loops)):
-            k = int(loops.k[n])
             a, b = int(loops.offsets[n]), int(loops.offsets[n + 1])
-            number += 1
-            contours.append(_contour(grid, k, "CLOSED_PLANAR", lps[a:b], number))
+            contours.append(_contour(grid, int(loops.k[n]), "CLOSED_PLANAR", lps[a:b], len(contours) + 1))
     elif roi.mask is not None:
         roi.add(RoiProblemCode.EMPTY_MASK, Severity.WARNING,
                 "the mask is empty: the ROI is written without contours")
     if roi.points_lps is not None:
         points = np.asarray(roi.points_lps, dtype=np.float64).reshape(-1, 3)
-        k_of = _nearest_slices(grid, points)
-        for p, k_point in zip(points, k_of):
-            number += 1
-            contours.append(_contour(grid, k_point, "POINT", p[None, :], number))
-    roi.n_contours = number
+        for p, k_point in zip(points, _nearest_slices(grid, points)):
+            contours.append(_contour(grid, k_point, "POINT", p[None, :], len(contours) + 1))
+    roi.n_contours = len(contours)
+    r, g, b = roi.display_color()
+    body = _element(0x3006002A, b"IS", f"{r}\\{g}\\{b}".encode("ascii"))
     if contours:
-        item.ContourSequence = DicomSequence(contours)
-    return item
+        body += _sequence(0x30060040, contours)
+    body += _element(0x30060084, b"IS", str(int(roi.number)).encode("ascii"))
+    return body
 
 
-def _contour(grid: ReferenceGrid, k: Optional[int], kind: str, lps: np.ndarray, number: int) -> Dataset:
-    contour = Dataset()
+#: The longest value a 2-byte length field holds (DS is such a VR in explicit VR): 65 534 bytes.
+MAX_SHORT_VALUE = 0xFFFE
+
+
+def _fitting_loops(mask: RoiMask) -> TracedLoops:
+    """Boundary loops whose ContourData fits a DS value: a slice whose loop would be longer is
+    traced again in two halves of its columns. The halves' contours share the cut edge, which
+    cancels out under the even-odd rule, so the file still fills back to exactly the mask."""
+    loops = trace(mask)
+    budget = MAX_SHORT_VALUE // (3 * (COORDINATE_DECIMALS + 12))  # worst-case characters per point
+    too_long = np.nonzero(np.diff(loops.offsets) > budget)[0]
+    if not len(too_long):
+        return loops
+    slices = sorted({int(loops.k[n]) for n in too_long})
+    keep = ~np.isin(loops.k, slices)
+    parts = [(loops.k[keep], np.diff(loops.offsets)[keep], [loops.loop(int(n)) for n in np.nonzero(keep)[0]])]
+    full = mask.full()
+    for k in slices:
+        plane = full[k:k + 1]
+        for piece in _column_halves(plane, budget):
+            traced = trace(RoiMask.from_full(piece))
+            parts.append((traced.k + k, np.diff(traced.offsets), [traced.loop(n) for n in range(len(traced))]))
+    order_k = np.concatenate([p[0] for p in parts])
+    sizes = np.concatenate([p[1] for p in parts])
+    points = [pt for p in parts for pt in p[2]]
+    order = np.argsort(order_k, kind="stable")
+    return TracedLoops(k=order_k[order], offsets=np.concatenate([[0], np.cumsum(sizes[order])]),
+                       points=np.concatenate([points[i] for i in order]) if points else np.zeros((0, 2)))
+
+
+def _column_halves(plane: np.ndarray, budget: int) -> List[np.ndarray]:
+    """Split a one-slice mask into column ranges whose boundary loops all fit ``budget`` corners."""
+    loops = trace(RoiMask.from_full(plane))
+    if not len(loops) or int(np.max(np.diff(loops.offsets))) <= budget or plane.shape[2] < 2:
+        return [plane]
+    cols = np.nonzero(plane.any(axis=(0, 1)))[0]
+    cut = int(cols[0] + cols[-1] + 1) // 2
+    if cut <= int(cols[0]):
+        return [plane]
+    left, right = plane.copy(), plane.copy()
+    left[:, :, cut:] = False
+    right[:, :, :cut] = False
+    return _column_halves(left, budget) + _column_halves(right, budget)
+
+
+def _contour(grid: ReferenceGrid, k: Optional[int], kind: str, lps: np.ndarray, number: int) -> bytes:
+    """One encoded Contour Sequence item (elements in tag order)."""
+    body = b""
     if k is not None:
-        contour.ContourImageSequence = DicomSequence([_contour_image_item(grid, k)])
-    contour.ContourGeometricType = kind
-    contour.NumberOfContourPoints = len(lps)
-    contour.ContourNumber = number
-    contour[0x30060050] = _raw_ds(0x30060050, format_coordinates(lps))
-    if _MARK_ENCODING:
-        # pydicom 3 writes a raw element as it is only when the item says it is already in the
-        # output encoding; otherwise it parses every coordinate into a DSfloat and formats it
-        # again (measured: 2.1 of 2.6 s for the 5 ROIs of the ct-chest sample).
-        contour.set_original_encoding(False, True, pydicom.charset.default_encoding)
-    return contour
+        body += _sequence(0x30060016, [_contour_image(grid, k)])
+    body += _element(0x30060042, b"CS", kind.encode("ascii"))
+    body += _element(0x30060046, b"IS", str(len(lps)).encode("ascii"))
+    body += _element(0x30060048, b"IS", str(number).encode("ascii"))
+    data = format_coordinates(lps)
+    if len(data) > MAX_SHORT_VALUE:  # cannot happen after _fitting_loops; a guard, not a path
+        raise InputError(f"contour {number} needs {len(data)} bytes of ContourData, more than a DS value holds",
+                         field="ContourData")
+    return body + _element(0x30060050, b"DS", data)
+
+
+def _contour_image(grid: ReferenceGrid, k: int) -> bytes:
+    body = _element(0x00081150, b"UI", grid.sop_class_uid.encode("ascii"))
+    body += _element(0x00081155, b"UI", grid.sop_instance_uids[k].encode("ascii"))
+    if grid.frame_numbers[k] > 0:
+        body += _element(0x00081160, b"IS", str(grid.frame_numbers[k]).encode("ascii"))
+    return body
+
+
+# The ROI Contour Sequence is encoded here, Explicit VR Little Endian with defined lengths, and put
+# into the dataset as one raw element: building 2 600 pydicom datasets and writing them took 1.0 s
+# of a 1.4 s export of the benchmark structure set (13 ROIs, 450 000 points); this takes 0.05 s.
+# The tests read the files back with pydicom and validate them with dciodvfy.
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr == b"SQ":
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _sequence(tag: int, items: Sequence[bytes]) -> bytes:
+    return _element(tag, b"SQ", b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item for item in items))
+
+
+def _raw_sequence(tag: int, items: Sequence[bytes]) -> RawDataElement:
+    value = _sequence(tag, items)[12:]
+    return RawDataElement(Tag(tag), "SQ", len(value), value, 0, False, True)
 
 
 def _nearest_slices(grid: ReferenceGrid, points: np.ndarray) -> List[Optional[int]]:

@@ -253,26 +253,29 @@ class RoiSet:
         top = max((int(r.label_value) for r in masks), default=0)  # type: ignore[arg-type]
         dtype = np.uint8 if top < 256 else np.uint16
         out = np.zeros(self.geometry.array_shape, dtype=dtype)
-        for roi in sorted(masks, key=lambda r: (-r.voxel_count(), r.number)):
-            roi.mask.paint(out, int(roi.label_value))  # type: ignore[union-attr, arg-type]
-        for roi in masks:
+        order = sorted(masks, key=lambda r: (-r.voxel_count(), r.number))
+        for roi in order:
+            if roi.mask is not None and roi.mask.data.size:
+                np.copyto(out[roi.mask.box()], int(roi.label_value), where=roi.mask.data)  # type: ignore[arg-type]
+        for index, roi in enumerate(order):
             mask = roi.mask
             assert mask is not None
             if not mask.data.size:
                 roi.labelmap_voxel_count = 0
                 continue
-            seen = out[mask.box()][mask.data]
-            shown = int(np.count_nonzero(seen == roi.label_value))
-            roi.labelmap_voxel_count = shown
-            hidden = mask.count() - shown
+            hidden = int(np.count_nonzero(mask.data & (out[mask.box()] != roi.label_value)))
+            roi.labelmap_voxel_count = mask.count() - hidden
+            roi.problems = [p for p in roi.problems if p.code != RoiProblemCode.OVERLAP_IN_LABELMAP]
             if hidden:
-                covering = sorted({int(v) for v in np.unique(seen) if v != roi.label_value})
-                names = [r.name for r in masks if r.label_value in covering and r is not roi]
-                roi.problems = [p for p in roi.problems if p.code != RoiProblemCode.OVERLAP_IN_LABELMAP]
+                # Only ROIs painted later can hide this one; testing their boxes is far cheaper than
+                # listing the values under a body contour (0.15 s on the benchmark CT).
+                above = [r for r in order[index + 1:] if r.label_value != roi.label_value and r.mask is not None
+                         and _overlap(mask, r.mask)]
+                covering = sorted({int(r.label_value) for r in above})  # type: ignore[arg-type]
                 roi.add(RoiProblemCode.OVERLAP_IN_LABELMAP, Severity.INFO,
-                        f"{hidden} of its {mask.count()} voxels show label value(s) {covering} ({', '.join(names)}) "
-                        "in the labelmap, which holds one label per voxel; the per-ROI files (--split) are exact",
-                        count=hidden)
+                        f"{hidden} of its {mask.count()} voxels show label value(s) {covering} "
+                        f"({', '.join(r.name for r in above)}) in the labelmap, which holds one label per voxel; "
+                        "the per-ROI files (--split) are exact", count=hidden)
         return out
 
     def to_dict(self, operation: str, outputs: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
@@ -293,6 +296,19 @@ class RoiSet:
             "n_warnings": sum(1 for p in problems if p.severity != Severity.INFO),
             "n_errors": sum(1 for p in problems if p.severity == Severity.ERROR),
         }
+
+
+def _overlap(a: RoiMask, b: RoiMask) -> bool:
+    """True when two masks on the same grid share a voxel."""
+    if not a.data.size or not b.data.size:
+        return False
+    lo = [max(x, y) for x, y in zip(a.offset, b.offset)]
+    hi = [min(x + n, y + m) for x, n, y, m in zip(a.offset, a.data.shape, b.offset, b.data.shape)]
+    if any(h <= q for q, h in zip(lo, hi)):
+        return False
+    sa = tuple(slice(q - o, h - o) for q, h, o in zip(lo, hi, a.offset))
+    sb = tuple(slice(q - o, h - o) for q, h, o in zip(lo, hi, b.offset))
+    return bool(np.any(a.data[sa] & b.data[sb]))
 
 
 def _json_safe(info: Mapping[str, Any]) -> Dict[str, Any]:
