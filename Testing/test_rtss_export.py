@@ -156,7 +156,13 @@ def test_renumbers_rois_whose_numbers_clash(series, tmp_path: Path) -> None:  # 
 
 
 def test_coordinates_fit_decimal_strings() -> None:
-    assert format_coordinates(np.array([-249.51171875, 0.0, 12345.67891])) == b"-249.5117\\0.0000\\12345.6789 "
+    """Fixed-point DS, right-aligned with leading spaces (allowed by PS3.5), at most 16 characters."""
+    assert format_coordinates(np.array([-249.51171875, 0.0, 12345.67891, -0.00001])) == (
+        b"  -249.5117\\     0.0000\\ 12345.6789\\     0.0000 ")  # padded to an even length
+    values = np.random.default_rng(1).uniform(-99999.0, 99999.0, 5000)
+    fields = format_coordinates(values).rstrip(b" ").split(b"\\")
+    assert max(len(f) for f in fields) <= 16 and all(b" " not in f.strip() for f in fields)
+    assert np.max(np.abs(np.array([float(f) for f in fields]) - values)) <= 0.5e-4 + 1e-9
     with pytest.raises(InputError, match="ContourData: coordinate 1e\\+10 mm does not fit a 16-character DS"):
         format_coordinates(np.array([1e10]))
 

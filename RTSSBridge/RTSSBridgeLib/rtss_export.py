@@ -54,7 +54,6 @@ from .uids import is_valid_uid, new_uid
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 #: Decimals written for contour coordinates (DS, at most 16 characters): 0.1 micrometre.
 COORDINATE_DECIMALS = 4
-_FORMAT = f"%.{COORDINATE_DECIMALS}f"
 #: The largest coordinate magnitude (mm) that fits 16 characters with those decimals.
 MAX_COORDINATE_MM = 1e9
 #: RT ROI Interpreted Type defined terms (PS3.3 C.8.8.8.1; OAR added in 2019).
@@ -129,17 +128,46 @@ class ExportOptions:
                              f"{sorted(GENERATION_ALGORITHMS - {''})}", field="generation_algorithm")
 
 
+def ds_fields(values: np.ndarray) -> np.ndarray:
+    """Coordinates as fixed-width DS text, one row per value ending in a backslash: ``uint8 (n, w)``.
+
+    Fixed point with :data:`COORDINATE_DECIMALS` decimals, right-aligned with leading spaces (PS3.5
+    allows them in DS; at most 16 characters). Built digit by digit with numpy: printf formatting in
+    Python took 0.43 s for the 1.35 million coordinates of the benchmark structure set, this 0.03 s.
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if flat.size and not np.all(np.isfinite(flat)):
+        raise InputError("a coordinate is not finite", field="ContourData")
+    largest = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if largest >= MAX_COORDINATE_MM:
+        raise InputError(f"coordinate {largest:.6g} mm does not fit a 16-character DS", field="ContourData")
+    scale = 10 ** COORDINATE_DECIMALS
+    quanta = np.rint(np.abs(flat) * scale).astype(np.int64)
+    whole, fraction = np.divmod(quanta, scale)
+    n_int = max(1, len(str(int(whole.max())))) if flat.size else 1
+    width = 1 + n_int + 1 + COORDINATE_DECIMALS + 1  # sign, integer digits, point, decimals, separator
+    out = np.full((flat.size, width), ord(" "), dtype=np.uint8)
+    digits_used = np.ones(flat.size, dtype=np.int64)
+    for position in range(n_int):  # integer digits from the right; leading zeros stay spaces
+        column = n_int - position
+        digit = (whole // 10 ** position) % 10
+        show = (whole >= 10 ** position) | (position == 0)
+        out[show, column] = (ord("0") + digit[show]).astype(np.uint8)
+        digits_used = np.where(whole >= 10 ** position, position + 1, digits_used)
+    negative = (flat < 0) & (quanta > 0)
+    rows = np.nonzero(negative)[0]
+    out[rows, n_int - digits_used[rows]] = ord("-")
+    out[:, n_int + 1] = ord(".")
+    for position in range(COORDINATE_DECIMALS):
+        out[:, n_int + 2 + position] = ord("0") + (fraction // 10 ** (COORDINATE_DECIMALS - 1 - position)) % 10
+    out[:, -1] = ord("\\")
+    return out
+
+
 def format_coordinates(values: np.ndarray) -> bytes:
     """DS text of coordinates, backslash-separated, padded to even length (PS3.5 6.2)."""
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    if flat.size and float(np.max(np.abs(flat))) >= MAX_COORDINATE_MM:
-        raise InputError(f"coordinate {float(np.max(np.abs(flat))):.6g} mm does not fit a 16-character DS",
-                         field="ContourData")
-    # One %-format over the whole contour: 0.2 us per value (a generator of f-strings takes 0.3 us).
-    data = ("\\".join([_FORMAT] * flat.size) % tuple(flat.tolist())).encode("ascii")
-    if len(data) % 2:
-        data += b" "
-    return data
+    data = ds_fields(values).tobytes()[:-1]
+    return data + b" " if len(data) % 2 else data
 
 
 _MARK_ENCODING = hasattr(Dataset, "set_original_encoding")
@@ -346,17 +374,19 @@ def _roi_contour_item(roi: Roi, grid: ReferenceGrid) -> bytes:
         ijk = np.empty((len(loops.points), 3))
         ijk[:, :2] = loops.points + grid.frame_ijk[k_of_point, :2]
         ijk[:, 2] = grid.frame_ijk[k_of_point, 2]
-        lps = geometry.ijk_to_lps(ijk)
+        fields = ds_fields(geometry.ijk_to_lps(ijk))  # 3 rows per point
         for n in range(len(loops)):
-            a, b = int(loops.offsets[n]), int(loops.offsets[n + 1])
-            contours.append(_contour(grid, int(loops.k[n]), "CLOSED_PLANAR", lps[a:b], len(contours) + 1))
+            a, b = 3 * int(loops.offsets[n]), 3 * int(loops.offsets[n + 1])
+            data = fields[a:b].tobytes()[:-1]
+            contours.append(_contour(grid, int(loops.k[n]), "CLOSED_PLANAR", (b - a) // 3,
+                                     data + b" " if len(data) % 2 else data, len(contours) + 1))
     elif roi.mask is not None:
         roi.add(RoiProblemCode.EMPTY_MASK, Severity.WARNING,
                 "the mask is empty: the ROI is written without contours")
     if roi.points_lps is not None:
         points = np.asarray(roi.points_lps, dtype=np.float64).reshape(-1, 3)
         for p, k_point in zip(points, _nearest_slices(grid, points)):
-            contours.append(_contour(grid, k_point, "POINT", p[None, :], len(contours) + 1))
+            contours.append(_contour(grid, k_point, "POINT", 1, format_coordinates(p), len(contours) + 1))
     roi.n_contours = len(contours)
     r, g, b = roi.display_color()
     body = _element(0x3006002A, b"IS", f"{r}\\{g}\\{b}".encode("ascii"))
@@ -375,7 +405,7 @@ def _fitting_loops(mask: RoiMask) -> TracedLoops:
     traced again in two halves of its columns. The halves' contours share the cut edge, which
     cancels out under the even-odd rule, so the file still fills back to exactly the mask."""
     loops = trace(mask)
-    budget = MAX_SHORT_VALUE // (3 * (COORDINATE_DECIMALS + 12))  # worst-case characters per point
+    budget = MAX_SHORT_VALUE // (3 * 17)  # points whose DS text fits at the widest field (16 characters + "\\")
     too_long = np.nonzero(np.diff(loops.offsets) > budget)[0]
     if not len(too_long):
         return loops
@@ -411,18 +441,17 @@ def _column_halves(plane: np.ndarray, budget: int) -> List[np.ndarray]:
     return _column_halves(left, budget) + _column_halves(right, budget)
 
 
-def _contour(grid: ReferenceGrid, k: Optional[int], kind: str, lps: np.ndarray, number: int) -> bytes:
-    """One encoded Contour Sequence item (elements in tag order)."""
+def _contour(grid: ReferenceGrid, k: Optional[int], kind: str, n_points: int, data: bytes, number: int) -> bytes:
+    """One encoded Contour Sequence item (elements in tag order); ``data`` is the ContourData text."""
+    if len(data) > MAX_SHORT_VALUE:  # cannot happen after _fitting_loops; a guard, not a path
+        raise InputError(f"contour {number} needs {len(data)} bytes of ContourData, more than a DS value holds",
+                         field="ContourData")
     body = b""
     if k is not None:
         body += _sequence(0x30060016, [_contour_image(grid, k)])
     body += _element(0x30060042, b"CS", kind.encode("ascii"))
-    body += _element(0x30060046, b"IS", str(len(lps)).encode("ascii"))
+    body += _element(0x30060046, b"IS", str(n_points).encode("ascii"))
     body += _element(0x30060048, b"IS", str(number).encode("ascii"))
-    data = format_coordinates(lps)
-    if len(data) > MAX_SHORT_VALUE:  # cannot happen after _fitting_loops; a guard, not a path
-        raise InputError(f"contour {number} needs {len(data)} bytes of ContourData, more than a DS value holds",
-                         field="ContourData")
     return body + _element(0x30060050, b"DS", data)
 
 
