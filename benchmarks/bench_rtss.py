@@ -25,7 +25,7 @@ checked outside the timed runs: every import's masks and every export re-importe
 compared with the original masks (Dice per ROI).
 
 Usage: ``python benchmarks/bench_rtss.py [--slices 177] [--repeats 3] [--out benchmarks/results]``
-(the peers: ``pip install -r benchmarks/requirements-peers.txt``, Debian ``plastimatch``).
+(the peers: ``pip install -r benchmarks/requirements-peers.txt``; Debian ``plastimatch`` and ``time``).
 """
 
 from __future__ import annotations
@@ -181,23 +181,25 @@ def run_plastimatch(args: List[str]) -> None:
 
 
 def measure(command: List[str]) -> Dict[str, Any]:
-    """Run ``command``; wall time and peak RSS (wait4) of the process, plus what it printed."""
+    """Run ``command`` under GNU time: wall time and peak RSS of the process, plus what it printed.
+
+    The peak comes from ``/usr/bin/time`` (Debian package ``time``), not from ``wait4`` here: a child
+    forked from this large process would report this process's resident size as its own peak.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    result = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB=%M", *command], capture_output=True, text=True,
+                            check=False)
     wall = time.perf_counter() - start
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed ({proc.returncode}): {err.strip()[-500:]}")
-    result: Dict[str, Any] = {"wall_s": wall, "process_peak_rss_mb": usage.ru_maxrss / 1024}
-    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if result.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+    rss = [line for line in result.stderr.splitlines() if line.startswith("MAXRSS_KB=")]
+    measured: Dict[str, Any] = {"wall_s": wall, "process_peak_rss_mb": int(rss[-1].split("=")[1]) / 1024}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if lines:
         inside = json.loads(lines[-1])
-        result["operation_s"] = inside["seconds"]
-        result["baseline_rss_mb"] = inside["baseline_rss_mb"]
-    return result
+        measured["operation_s"] = inside["seconds"]
+        measured["baseline_rss_mb"] = inside["baseline_rss_mb"]
+    return measured
 
 
 def commands(task: str, tool: str, data: Dict[str, Any], rtss_key: str, work: Path) -> List[str]:
@@ -229,7 +231,8 @@ def bench(task: str, tools: Tuple[str, ...], data: Dict[str, Any], rtss_key: str
                 runs[tool].append(measure(commands(task, tool, data, rtss_key, work)))
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        done = ", ".join(f"{t} {runs[t][-1]['wall_s']:.2f} s {runs[t][-1]['process_peak_rss_mb']:.0f} MB" for t in tools)
+        done = ", ".join(f"{t} {runs[t][-1]['wall_s']:.2f} s {runs[t][-1]['process_peak_rss_mb']:.0f} MB"
+                         for t in tools)
         log(f"  {task} ({rtss_key if task == 'import' else 'masks'}) repeat {repeat + 1}/{repeats}: {done}")
     result: Dict[str, Any] = {}
     for tool, items in runs.items():
@@ -299,8 +302,9 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
-    if shutil.which("plastimatch") is None:
-        raise SystemExit("plastimatch is not installed (Debian package plastimatch; Testing/install_tools.sh)")
+    if shutil.which("plastimatch") is None or not os.path.exists("/usr/bin/time"):
+        raise SystemExit("plastimatch and /usr/bin/time are needed (Debian packages plastimatch and time; "
+                         "Testing/install_tools.sh)")
     data = prepare(args.slices)
     warm(data)
     from RTSSBridgeLib.rtss_import import read_structure_set
