@@ -52,6 +52,11 @@ def _hd() -> Any:
     except ImportError as exc:  # a missing optional-at-import dependency: say what to install
         raise InputError("DICOM SEG needs the Python package highdicom (pip install highdicom)",
                          field="highdicom") from exc
+    if str(highdicom.__version__).startswith(("0.1", "0.20", "0.21", "0.22")) and "float_" not in np.__dict__ \
+            and int(np.__version__.split(".")[0]) >= 2:
+        # highdicom 0.22, the last release for Python 3.9 (Slicer 5.8), still names np.float_, which
+        # NumPy 2 removed; Slicer 5.8 ships NumPy 1.26, but a Python 3.9 with NumPy 2 needs the alias.
+        np.float_ = np.float64  # type: ignore[attr-defined]
     return highdicom
 
 
