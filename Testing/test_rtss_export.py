@@ -225,3 +225,15 @@ def test_long_boundaries_are_split_into_contours_that_fit_a_ds_value(tmp_path: P
     assert len(lengths) >= 2 and max(lengths) <= MAX_SHORT_VALUE
     back = import_rtss(tmp_path / "rtss.dcm", folder)
     assert back.rois[0].mask is not None and back.rois[0].mask.same_as(RoiMask.from_full(saw))
+
+
+def test_non_ascii_names_and_code_meanings_survive(series, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """UTF-8 (ISO_IR 192) text written after the contours is decoded as UTF-8 again."""
+    folder, grid = series["axial"]
+    label = LabelInfo("LUNG_LEFT", "Left lung", 1, type=Code("99MMANNO", "L1", "左肺"), rt_interpreted_type="ORGAN")
+    rois = hard_masks(grid.geometry.array_shape)[:1]
+    rois[0].name, rois[0].label = "左肺 上叶", label
+    export_rtss(rois, grid, tmp_path / "rtss.dcm")
+    back = import_rtss(tmp_path / "rtss.dcm", folder)
+    assert back.rois[0].name == "左肺 上叶"
+    assert back.rois[0].codes["identification"] == {"scheme": "99MMANNO", "value": "L1", "meaning": "左肺"}

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -328,7 +329,9 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSetFile:
         malformed: Dict[str, int] = {}
         mismatched = 0
         for contour in entry.contours:
-            points, reason = _contour_points(contour)
+            with warnings.catch_warnings():  # numpy warns where ContourData stops parsing; reported below
+                warnings.simplefilter("ignore", DeprecationWarning)
+                points, reason = _contour_points(contour)
             if reason:
                 malformed[reason] = malformed.get(reason, 0) + 1
             declared = contour.declared_points

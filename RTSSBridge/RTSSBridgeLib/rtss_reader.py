@@ -193,8 +193,11 @@ def read_fast(path: str) -> Optional[Tuple[Dataset, List[RawRoiContour]]]:
         return None
     if after < len(rest):
         try:
+            # The tail is decoded with the file's character set (as Python codecs: Chinese code
+            # meanings and interpreter names must survive).
+            encodings = pydicom.charset.convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
             tail = pydicom.filereader.read_dataset(io.BytesIO(rest[after:]), implicit, True,
-                                                   parent_encoding=ds.get("SpecificCharacterSet", "iso8859"))
+                                                   parent_encoding=encodings)
             for tag in list(tail.keys()):
                 tail[tag]  # convert now: a broken element sends the file to pydicom's path, which reports it
         except Exception:
