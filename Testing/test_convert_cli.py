@@ -191,3 +191,37 @@ def test_template_loader_errors_reach_the_user(tmp_path: Path, monkeypatch: pyte
                            str(TESTDATA / "rtutils_mock"), "--out", str(tmp_path / "l.nii"), "--template",
                            str(tmp_path / "t.json"), "--quiet"], capsys)
     assert code == 2 and "schema: labels/0/code: 'lung' is not UPPER_SNAKE" in err
+
+
+def test_conversion_schema_is_versioned_documented_and_enforced(tmp_path: Path) -> None:
+    """Every property of the roi-conversion schema has a description and an example; a sidecar
+    that breaks it is refused on read with the field named."""
+    import jsonschema
+
+    from RTSSBridgeLib.structures import SCHEMA_ID, load_schema
+
+    schema = load_schema()
+    assert schema["$id"] == SCHEMA_ID and SCHEMA_ID.endswith("/v1")
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    missing: List[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for name, sub in node.get("properties", {}).items():
+                if "description" not in sub or "examples" not in sub:
+                    missing.append(f"{path}/{name}")
+            for key, sub in node.items():
+                walk(sub, f"{path}/{key}")
+        elif isinstance(node, list):
+            for sub in node:
+                walk(sub, path)
+
+    walk(schema, "")
+    assert missing == []
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": SCHEMA_ID, "operation": "import"}))
+    with pytest.raises(InputError, match=r"bad\.json: schema: \(root\): 'source' is a required property"):
+        read_report(str(bad))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(InputError, match=r"broken\.json: not readable JSON"):
+        read_report(str(tmp_path / "broken.json"))
