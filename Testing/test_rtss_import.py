@@ -465,3 +465,33 @@ def test_fast_reader_declines_what_it_does_not_handle(tmp_path: Path, series) ->
     assert broken.problems[0].message.startswith("RTROIObservationsSequence (")
     assert broken.problems[0].message.endswith("cannot be decoded; its content is left out")
     assert broken.rois[0].name == "A" and len(broken.rois[0].contours) == 1 and broken.rois[0].interpreted_type == ""
+
+
+def test_gantry_tilted_series_fills_each_slice_in_its_own_plane(tmp_path: Path) -> None:
+    """Slices whose ImagePositionPatient drifts sideways (gantry tilt): each contour is drawn in
+    the frame of the slice it lies on, computed here from each file's own position."""
+    from RTSSBridgeLib.dicom_series import scan_dicom
+    from RTSSBridgeLib.geometry import ImageGeometry
+    from RTSSBridgeLib.samples import write_volume_series
+
+    geometry = ImageGeometry((30, 24, 6), (1.0, 1.0, 2.0), (-15.0, -12.0, 0.0))
+    folder = tmp_path / "ct"
+    write_volume_series(folder, geometry, np.zeros(geometry.array_shape, dtype=np.int16), "CT")
+    for path in folder.glob("*.dcm"):  # shift each slice 0.8 mm along y per 2 mm of z
+        ds = pydicom.dcmread(path)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [f"{x:.4f}", f"{y + 0.4 * z:.4f}", f"{z:.4f}"]
+        ds.save_as(path)
+    series = scan_dicom(folder).series[0]
+    assert "GANTRY_TILT" in [p.code.value for p in series.problems]
+    grid = ReferenceGrid.from_series(series)
+    contours = []
+    for frame in series.frames:
+        origin = np.asarray(frame.position)
+        corners = [(3.5, 4.5), (9.5, 4.5), (9.5, 10.5), (3.5, 10.5)]  # voxel-boundary square, 6 x 6 voxels
+        contours.append(ContourSpec(np.array([origin + [i, j, 0.0] for i, j in corners])))
+    result = import_rtss(write_rtss(tmp_path / "rt.dcm", grid, [RoiSpec(1, "Tilted", contours)]), folder)
+    expected = np.zeros(geometry.array_shape, dtype=bool)
+    expected[:, 5:11, 4:10] = True
+    (roi,) = result.rois
+    assert roi.problems == [] and roi.mask is not None and np.array_equal(roi.mask.full(), expected)
