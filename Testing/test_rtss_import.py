@@ -489,7 +489,7 @@ def test_gantry_tilted_series_fills_each_slice_in_its_own_plane(tmp_path: Path) 
     for frame in series.frames:
         origin = np.asarray(frame.position)
         corners = [(3.5, 4.5), (9.5, 4.5), (9.5, 10.5), (3.5, 10.5)]  # voxel-boundary square, 6 x 6 voxels
-        contours.append(ContourSpec(np.array([origin + [i, j, 0.0] for i, j in corners])))
+        contours.append(ContourSpec(np.array([origin + np.array([i, j, 0.0]) for i, j in corners])))
     result = import_rtss(write_rtss(tmp_path / "rt.dcm", grid, [RoiSpec(1, "Tilted", contours)]), folder)
     expected = np.zeros(geometry.array_shape, dtype=bool)
     expected[:, 5:11, 4:10] = True
