@@ -174,6 +174,8 @@ def test_seg_round_trip_keeps_masks_overlaps_codes_and_colours(series, tmp_path:
     assert result.written["overlapping_segments"] is True
     ds = pydicom.dcmread(tmp_path / "seg.dcm")
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and ds.SegmentationType == "BINARY"
+    image = pydicom.dcmread(grid.files[0], stop_before_pixels=True)
+    assert str(ds.PatientName) == str(image.PatientName) and "=" in str(ds.PatientName)  # the Chinese part too
     first = ds.SegmentSequence[0]
     assert first.SegmentLabel == "Lung_L"
     assert first.SegmentedPropertyTypeCodeSequence[0].CodeValue == "39607008"

@@ -186,6 +186,9 @@ def export_seg(rois: Sequence[Roi], grid: ReferenceGrid, out_path: str | os.Path
         device_serial_number="0", content_label=_content_label(opts.structure_set_label),
         content_description=opts.series_description[:64], series_description=opts.series_description[:64],
         omit_empty_frames=True)
+    # Patient and study text copied from the images may be Chinese: write UTF-8, as the images do
+    # (highdicom 0.22, the Python 3.9 release, leaves the default character set and loses them).
+    seg.SpecificCharacterSet = "ISO_IR 192"
     with atomic_path(out) as tmp:
         save_dataset(seg, tmp)
     if progress is not None:
