@@ -15,12 +15,13 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -33,6 +34,8 @@ from slicer.util import VTKObservationMixin
 ProgressCallback = Callable[[int, int], None]
 
 HOMEPAGE = "https://github.com/mmanno/SlicerMultiModalAnnotation"
+#: Formats the panel exports a segmentation to (values of the format combo box and of the logic).
+EXPORT_FORMATS = ("RTSS", "SEG", "NIfTI")
 
 
 #
@@ -207,11 +210,14 @@ class RTSSBridge(ScriptedLoadableModule):
             "files that are not DICOM). NIfTI files can be loaded as image or labelmap volumes. The Intake section "
             "checks a received folder against an admission profile, de-identifies it, verifies that no identifying "
             "value is left and loads only the de-identified copy. "
+            "Structures: import an RT Structure Set, DICOM SEG or NIfTI labelmap onto a volume as a segmentation "
+            "(contours matched to slices by reference and position, every defect listed, ROI names mapped to the "
+            "label template's codes), and export a segmentation as RT Structure Set, DICOM SEG or NIfTI. "
             'See the <a href="{homepage}#rtssbridge">module documentation</a>.'
         ).format(homepage=HOMEPAGE)
         self.parent.acknowledgementText = _(
-            "Part of the MultiModalAnnotation extension. RT Structure Sets are loaded through SlicerRT "
-            "in the DICOM browser."
+            "Part of the MultiModalAnnotation extension. In the DICOM browser, SlicerRT keeps loading RT Structure "
+            "Sets; this module adds direct file import and export with reference checks and template mapping."
         )
 
 
@@ -224,9 +230,17 @@ class RTSSBridge(ScriptedLoadableModule):
 class RTSSBridgeParameterNode:
     """
     loadNiftiAsLabelmap - load a NIfTI file as a labelmap volume instead of an image volume.
+    structuresVolume - the volume an imported RTSS / SEG / labelmap is drawn on.
+    exportSegmentation - the segmentation to export.
+    exportVolume - the volume whose series the export references (its grid is the export's grid).
+    exportFormat - RTSS, SEG or NIfTI.
     """
 
     loadNiftiAsLabelmap: bool = False
+    structuresVolume: vtkMRMLScalarVolumeNode
+    exportSegmentation: vtkMRMLSegmentationNode
+    exportVolume: vtkMRMLScalarVolumeNode
+    exportFormat: Annotated[str, Choice(list(EXPORT_FORMATS))] = EXPORT_FORMATS[0]
 
 
 #
@@ -235,7 +249,8 @@ class RTSSBridgeParameterNode:
 
 
 class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Inspect a DICOM folder or NIfTI file, then load all or the selected series."""
+    """Inspect a DICOM folder or NIfTI file, then load all or the selected series; import structures
+    (RTSS, DICOM SEG, NIfTI labelmap) onto a volume and export a segmentation, listing every warning."""
 
     def __init__(self, parent: Any = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -265,6 +280,13 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadSelectedButton.connect("clicked(bool)", self.onLoadSelectedButton)
         self.ui.loadAllButton.connect("clicked(bool)", self.onLoadAllButton)
         self._setupIntake()
+        self.ui.structuresPathLineEdit.connect("currentPathChanged(QString)", self.onStructuresInputChanged)
+        self.ui.structuresVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onStructuresInputChanged)
+        self.ui.importStructuresButton.connect("clicked(bool)", self.onImportStructuresButton)
+        self.ui.exportSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onStructuresInputChanged)
+        self.ui.exportVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onStructuresInputChanged)
+        self.ui.exportPathLineEdit.connect("currentPathChanged(QString)", self.onStructuresInputChanged)
+        self.ui.exportStructuresButton.connect("clicked(bool)", self.onExportStructuresButton)
 
         self.initializeParameterNode()
         self._updateButtons()
@@ -316,6 +338,12 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadAllButton.enabled = inspected
         self.ui.loadSelectedButton.enabled = inspected and bool(self._selectedRows())
         self._updateIntakeButton()
+        structures = str(self.ui.structuresPathLineEdit.currentPath or "").strip()
+        self.ui.importStructuresButton.enabled = (bool(structures) and os.path.isfile(structures)
+                                                  and self.ui.structuresVolumeSelector.currentNode() is not None)
+        self.ui.exportStructuresButton.enabled = (self.ui.exportSegmentationSelector.currentNode() is not None
+                                                  and self.ui.exportVolumeSelector.currentNode() is not None
+                                                  and bool(str(self.ui.exportPathLineEdit.currentPath or "").strip()))
 
     # ------------------------------------------------------------------ slots
     def onInputPathChanged(self, path: str) -> None:
@@ -418,7 +446,45 @@ class RTSSBridgeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 ).format(verdict=result["admission"]["verdict"], files=result["deid"]["counts"]["written"],
                     count=len(result["nodes"]))
 
+    def onStructuresInputChanged(self, _value: Any = None) -> None:
+        self._updateButtons()
+
+    def onImportStructuresButton(self) -> None:
+        path = str(self.ui.structuresPathLineEdit.currentPath).strip()
+        self.ui.structuresPathLineEdit.addCurrentPathToHistory()
+        self.ui.structuresWarningsListWidget.clear()
+        with slicer.util.tryWithErrorDisplay(_("Failed to import {path}.").format(path=path), waitCursor=True):
+            node, lines = self.logic.importStructures(path, self.ui.structuresVolumeSelector.currentNode(),
+                                                      self._templatePath())
+            self._showStructureWarnings(lines)
+            self.ui.exportSegmentationSelector.setCurrentNode(node)
+            self.ui.statusLabel.text = _("Imported {count} segment(s) into {name}; {warnings} warning(s).").format(
+                count=node.GetSegmentation().GetNumberOfSegments(), name=node.GetName(), warnings=len(lines))
+
+    def onExportStructuresButton(self) -> None:
+        path = str(self.ui.exportPathLineEdit.currentPath).strip()
+        self.ui.exportPathLineEdit.addCurrentPathToHistory()
+        self.ui.structuresWarningsListWidget.clear()
+        with slicer.util.tryWithErrorDisplay(_("Failed to export to {path}.").format(path=path), waitCursor=True):
+            lines = self.logic.exportStructures(
+                self.ui.exportSegmentationSelector.currentNode(), self.ui.exportVolumeSelector.currentNode(), path,
+                self.ui.exportFormatComboBox.currentText, str(self.ui.exportSeriesPathLineEdit.currentPath).strip(),
+                self._templatePath())
+            self._showStructureWarnings(lines)
+            self.ui.statusLabel.text = _("Exported to {path}; {warnings} warning(s).").format(
+                path=path, warnings=len(lines))
+
     # ------------------------------------------------------------------ helpers
+    def _templatePath(self) -> str:
+        return str(self.ui.templatePathLineEdit.currentPath or "").strip()
+
+    def _showStructureWarnings(self, lines: Sequence[str]) -> None:
+        self.ui.structuresWarningsListWidget.clear()
+        for line in lines:
+            self.ui.structuresWarningsListWidget.addItem(line)
+        if not lines:
+            self.ui.structuresWarningsListWidget.addItem(_("No warnings."))
+
     def _load(self, series: Optional[List[Tuple[str, int]]]) -> None:
         path = self._inspectedPath
         labelmap = bool(self._parameterNode.loadNiftiAsLabelmap) if self._parameterNode else False
@@ -495,6 +561,46 @@ class RTSSBridgeLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> Any:
         """The module's parameters, typed (RTSSBridgeParameterNode)."""
         return RTSSBridgeParameterNode(super().getParameterNode())  # type: ignore[call-arg]  # the decorator adds it
+
+    def labelSet(self, templatePath: str = "") -> Any:
+        """The label template of ``templatePath`` as the core's LabelSet (None without a path). The
+        template reader is MultiModalAnnotation's, installed in ``RTSSBridgeLib.cliutil``."""
+        if not templatePath:
+            return None
+        requireCore()
+        from RTSSBridgeLib.cliutil import load_label_set
+
+        return load_label_set(templatePath)
+
+    def importStructures(self, path: str, volumeNode: Any, templatePath: str = "",
+                         scene: Any = None) -> Tuple[Any, List[str]]:
+        """Import an RT Structure Set, DICOM SEG or NIfTI labelmap onto ``volumeNode`` as a segmentation
+        node (point ROIs as point lists). Returns the node and every warning as one line each."""
+        requireCore()
+        from RTSSBridgeLib.mrml.segmentations import import_file_to_scene, problem_lines
+
+        node, _points, result = import_file_to_scene(scene if scene is not None else slicer.mrmlScene, path,
+                                                     volumeNode, self.labelSet(templatePath))
+        lines = problem_lines(result)
+        for line in lines:
+            logging.warning(f"{os.path.basename(path)}: {line}")
+        return node, lines
+
+    def exportStructures(self, segmentationNode: Any, volumeNode: Any, outputPath: str, exportFormat: str = "RTSS",
+                         seriesFolder: str = "", templatePath: str = "") -> List[str]:
+        """Export ``segmentationNode`` on ``volumeNode``'s grid as ``exportFormat`` (RTSS and SEG
+        reference the DICOM series in ``seriesFolder``). Returns every warning as one line each."""
+        requireCore()
+        from RTSSBridgeLib.mrml.segmentations import export_segmentation, problem_lines
+
+        if exportFormat not in EXPORT_FORMATS:
+            raise ValueError(f"export format {exportFormat!r} is not one of {list(EXPORT_FORMATS)}")
+        result = export_segmentation(segmentationNode, volumeNode, outputPath, exportFormat, seriesFolder,
+                                     self.labelSet(templatePath))
+        lines = problem_lines(result)
+        for line in lines:
+            logging.warning(f"{os.path.basename(outputPath)}: {line}")
+        return lines
 
     def isNifti(self, path: str) -> bool:
         """True for an existing ``.nii`` / ``.nii.gz`` file."""
@@ -663,8 +769,8 @@ class RTSSBridgeLogic(ScriptedLoadableModuleLogic):
 
 
 class RTSSBridgeTest(ScriptedLoadableModuleTest):
-    """Runs the scenarios of ``RTSSBridgeLib.mrml.scenarios`` (the same functions pytest runs)
-    and the Logic's inspect/load path."""
+    """Runs the scenarios of ``RTSSBridgeLib.mrml.scenarios`` and ``.structure_scenarios`` (the same
+    functions pytest runs) and the Logic's inspect/load, intake and structure import/export paths."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -676,6 +782,47 @@ class RTSSBridgeTest(ScriptedLoadableModuleTest):
         self.test_RTSSBridgeLogicInspectAndLoad()
         self.setUp()
         self.test_RTSSBridgeIntake()
+        self.setUp()
+        self.test_RTSSBridgeStructureScenarios()
+        self.setUp()
+        self.test_RTSSBridgeLogicStructures()
+
+    def test_RTSSBridgeStructureScenarios(self) -> None:
+        requireCore()
+        from RTSSBridgeLib.mrml.structure_scenarios import structure_scenarios
+
+        runScenarios(self, structure_scenarios())
+        self.delayDisplay("Structure scenarios passed")
+
+    def test_RTSSBridgeLogicStructures(self) -> None:
+        """The panel's import and export path: RTSS file -> segmentation -> RTSS, SEG and NIfTI files."""
+        requireCore()
+        from pathlib import Path
+
+        from RTSSBridgeLib.dicom_series import scan_dicom
+        from RTSSBridgeLib.mrml.structure_scenarios import write_case
+        from RTSSBridgeLib.rtss_export import export_rtss
+        from RTSSBridgeLib.structures import ReferenceGrid
+
+        logic = RTSSBridgeLogic()
+        workdir = tempfile.mkdtemp(prefix="mmanno-rtssbridge-structures-")
+        try:
+            folder, _geometry, rois = write_case(Path(workdir))
+            export_rtss(rois, ReferenceGrid.from_series(scan_dicom(folder).series[0]), Path(workdir) / "in.dcm")
+            (volume,) = logic.load(str(folder))
+            node, lines = logic.importStructures(str(Path(workdir) / "in.dcm"), volume)
+            self.assertEqual(lines, [])
+            self.assertEqual(node.GetSegmentation().GetNumberOfSegments(), len(rois))
+            for kind, name in (("RTSS", "out.dcm"), ("SEG", "seg.dcm"), ("NIfTI", "labels.nii.gz")):
+                lines = logic.exportStructures(node, volume, str(Path(workdir) / name), kind, str(folder))
+                self.assertTrue(os.path.isfile(os.path.join(workdir, name)), kind)
+            back, lines = logic.importStructures(str(Path(workdir) / "out.dcm"), volume)
+            self.assertEqual(back.GetSegmentation().GetNumberOfSegments(), len(rois))
+            with self.assertRaises(ValueError):
+                logic.exportStructures(node, volume, str(Path(workdir) / "x.dcm"), "STL", str(folder))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.delayDisplay("Logic structure import and export passed")
 
     def test_RTSSBridgeScenarios(self) -> None:
         requireCore()

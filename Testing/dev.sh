@@ -83,6 +83,9 @@ case "$cmd" in
   bench)
     setup "$VENV" "$(pick_python)" dev
     "$ROOT/Testing/install_tools.sh"
+    if [ -f benchmarks/requirements-peers.txt ]; then
+      "$VENV/bin/python" -m pip install -q -r benchmarks/requirements-peers.txt
+    fi
     for b in benchmarks/bench_*.py; do "$VENV/bin/python" "$b" "$@"; done
     ;;
   *)

@@ -220,7 +220,8 @@ def test_every_subcommand_has_help_and_json() -> None:
         return found
 
     commands = leaves(build_parser(), "")
-    assert {"template validate", "package verify", "qc compare", "deid verify"} <= set(dict(commands))
+    assert {"inspect", "sample", "demo", "check", "deid", "template validate", "package verify", "qc compare",
+            "rtss import", "rtss export", "seg import", "seg export"} <= set(dict(commands))
     for name, subparser in commands:
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name

@@ -384,7 +384,7 @@ def test_qc_compare_takes_the_template_through_the_loader_hook(tmp_path: Path, c
     (["--domain", "mask"], "domain 'mask' needs --body-mask FILE"),
     (["--task", "{tmp}/none.json"], "none.json: --task: no such file"),
     (["--threshold", "2"], "dice_threshold: must be between 0 and 1"),
-    (["--template", "{tmp}/t.json"], "label templates are read by the MultiModalAnnotation core"),
+    (["--template", "{tmp}/t.json"], "t.json: no such file"),
 ])
 def test_qc_compare_bad_options_give_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: List[str],
                                               message: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -247,6 +247,75 @@ def test_identifying_values_are_planted(cases: Dict[str, SampleCase], kind: str)
     assert str(ds.PatientName) == values["PatientName"] and ds.PatientBirthDate == values["PatientBirthDate"]
 
 
+# ---------------------------------------------------------------------------------------------- structure sets
+@pytest.mark.parametrize(("kind", "labels_file", "series_key"), [("ct-chest", "ct_labels.nii.gz", "CT"),
+                                                                  ("mr-brain-mets", "mr_labels.nii.gz", "T1W_C")])
+def test_structure_set_is_its_own_series_and_imports_back_exactly(cases: Dict[str, SampleCase], kind: str,
+                                                                  labels_file: str, series_key: str) -> None:
+    """R-002/R-5.7: the sample's RTSS (lungs + nodules; lesions + *Skull on T1W+C) sits in the dicom
+    folder as its own series, references its image series, copies patient and study, and imports
+    back voxel for voxel onto the ground-truth labels (Dice 1.0 per ROI)."""
+    from RTSSBridgeLib.roi import RoiMask, dice
+    from RTSSBridgeLib.rtss_import import import_rtss
+
+    case = cases[kind]
+    data = manifest(case)
+    (entry,) = data["structure_sets"]
+    images = case.series_by_key(series_key)
+    assert entry["referenced_series_key"] == series_key and entry["referenced_series_instance_uid"] == images.series_uid
+    gt = [g for g in data["ground_truth"] if g["format"] == "rtstruct"]
+    assert gt == [{"name": "structure_set", "path": f"{entry['dir']}/{entry['file']}", "format": "rtstruct",
+                   "series_key": series_key, "description": gt[0]["description"]}]
+    path = case.root / entry["dir"] / entry["file"]
+    assert sorted(p.name for p in (case.root / entry["dir"]).iterdir()) == [entry["file"]]
+    ds = pydicom.dcmread(path)
+    image = pydicom.dcmread(next(images.dir.glob("*.dcm")), stop_before_pixels=True)
+    assert ds.Modality == "RTSTRUCT" and ds.SOPInstanceUID == entry["sop_instance_uid"]
+    assert ds.SeriesInstanceUID == entry["series_instance_uid"] != image.SeriesInstanceUID
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "AccessionNumber"):
+        assert ds.get(keyword) == image.get(keyword), keyword
+    assert ds.StructureSetLabel == entry["structure_set_label"]
+    result = import_rtss(path, case.root / "dicom")
+    assert result.all_problems() == []
+    assert result.reference is not None and result.reference.series_instance_uid == images.series_uid
+    labels = read_labels(case.root / "ground_truth" / labels_file)[0]
+    for spec, roi in zip(entry["rois"], result.rois):
+        assert roi.name == spec["roi_name"] and roi.number == spec["roi_number"]
+        assert roi.mask is not None and roi.voxel_count() == spec["n_voxels"] > 0
+        assert dice(RoiMask.from_full(labels == spec["label_value"]), roi.mask) == 1.0, spec["roi_name"]
+        assert roi.color == tuple(spec["color"]) and roi.interpreted_type == spec["interpreted_type"]
+
+
+def test_mr_structure_set_uses_seed_002_names_and_colours(cases: Dict[str, SampleCase]) -> None:
+    data = manifest(cases["mr-brain-mets"])
+    (entry,) = data["structure_sets"]
+    lesions = json.loads((cases["mr-brain-mets"].root / "ground_truth/lesions.json").read_text(encoding="utf-8"))
+    assert entry["structure_set_label"] == "ROIs in axC" == lesions["structure_set_label"]
+    names = [r["roi_name"] for r in entry["rois"]]
+    assert names[-1] == "*Skull" and all(re.fullmatch(r"[LR]_[a-z_]+?(_\d+)?", n) for n in names[:-1]), names
+    assert [r["roi_name"] for r in lesions["rois"][:-1]] == names[:-1]
+    assert {tuple(r["color"]) for r in entry["rois"][:-1]} == {(255, 0, 255)}
+    assert entry["rois"][-1]["color"] == [255, 0, 0]
+
+
+def test_dropped_slice_is_still_referenced_and_its_contours_are_clipped(tmp_path: Path) -> None:
+    """With drop_slice the structure set keeps referencing the lost image (as when an image goes
+    missing after contouring): the importer clips those contours and says so, per ROI."""
+    from RTSSBridgeLib.roi import RoiProblemCode
+    from RTSSBridgeLib.rtss_import import import_rtss
+
+    case = write_sample("ct-chest", tmp_path / "ct", seed=1, slices=20, drop_slice=10)
+    (entry,) = manifest(case)["structure_sets"]
+    result = import_rtss(case.root / entry["dir"] / entry["file"], case.root / "dicom")
+    assert [p.code for p in result.problems] == [RoiProblemCode.UNRESOLVED_SERIES_IMAGES]
+    labels = read_labels(case.root / "ground_truth/ct_labels.nii.gz")[0]
+    for spec, roi in zip(entry["rois"], result.rois):
+        on_lost_slice = bool(np.any(labels[10] == spec["label_value"]))
+        codes = [p.code for p in roi.problems]
+        assert (RoiProblemCode.CONTOURS_OUTSIDE_SERIES in codes) == on_lost_slice, spec["roi_name"]
+        assert roi.voxel_count() == spec["n_voxels"] - int(np.count_nonzero(labels[10] == spec["label_value"]))
+
+
 # ---------------------------------------------------------------------------------------------- geometry, values
 @pytest.mark.parametrize(("kind", "key"), [("ct-chest", "CT"), ("mr-brain-mets", "T1W"), ("mr-brain-mets", "T2W"),
                                            ("mr-brain-mets", "T1W_C"), ("pet-ct", "CT"), ("pet-ct", "PT")])

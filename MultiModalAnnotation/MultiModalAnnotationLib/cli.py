@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "RTSSBridgeLib.admission.cli",
     "RTSSBridgeLib.deid.cli",
     "QCMetricsLib.cli",
+    "RTSSBridgeLib.convert_cli",
     "MultiModalAnnotationLib.demo",
     "MultiModalAnnotationLib.commands",
 )
@@ -33,10 +34,12 @@ COMMAND_MODULES = (
 
 def install_template_loader() -> None:
     """Let RTSSBridge and QCMetrics commands take ``--template FILE`` (or a built-in template id):
-    they only know :class:`RTSSBridgeLib.labels.LabelSet`; templates are read here (ARCHITECTURE.md)."""
+    they only know :class:`RTSSBridgeLib.labels.LabelSet`; templates are read here (ARCHITECTURE.md).
+    A loader already in place (a test's) is kept."""
     from .templates import load_label_set
 
-    cliutil.label_set_loader = load_label_set
+    if cliutil.label_set_loader is None:
+        cliutil.label_set_loader = load_label_set
 
 
 def build_parser() -> argparse.ArgumentParser:

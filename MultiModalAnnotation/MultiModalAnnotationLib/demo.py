@@ -11,7 +11,11 @@ ground-truth mask sits on the grid of its series; build the annotation document 
 truth with the matching built-in label template (Appendix C, checked against the template and the
 image grid), export it as a package (masks as NIfTI, template, manifest with SHA-256), verify the
 package and read it back (masks voxel for voxel), and export the template to Slicer, dcmqi,
-nnU-Net and CSV formats (the CSVs read back to the same template); quality control (QCMetrics):
+nnU-Net and CSV formats (the CSVs read back to the same template); export the ground truth of the
+primary series as an RT Structure Set onto its (de-identified) DICOM series, import it back and
+check that every ROI comes back exactly (Dice 1.0), and import the structure set the sample ships
+with (ct-chest, mr-brain-mets; de-identified with its images, so its references must still resolve)
+against the same labels (R-5.7); quality control (QCMetrics):
 a realistic second reader is made from the ground truth (the largest structure shifted by one
 voxel, a lesion eroded, one lesion missed when there are three or more, one extra lesion) and
 compared with it, writing ``qc/report.html`` (+ JSON, CSV), and the QC must find exactly the
@@ -27,7 +31,7 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 import numpy as np
 
@@ -186,6 +190,10 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
     timings["annotation_s"] = time.monotonic() - t
 
     t = time.monotonic()
+    rtss = structure_set_round_trip(out, manifest, scan, checks, dicom_root, intake["key"])
+    timings["rtss_s"] = time.monotonic() - t
+
+    t = time.monotonic()
     qc_summary = None
     labelmaps = [e for e in manifest.get("ground_truth", []) if e.get("name") == "labels"
                  and e["path"].endswith((".nii", ".nii.gz"))]
@@ -213,6 +221,7 @@ def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = Fal
         "intake": intake["section"],
         "series": series_rows,
         "annotation": annotation,
+        "rtss": rtss,
         "problems": problems,
         "checks": checks,
         "qc": qc_summary,
@@ -425,6 +434,78 @@ def run_modality_qc_step(out: Path, reference_path: Path, test_path: Path, image
     return summary, checks
 
 
+def structure_set_round_trip(out: Path, manifest: Dict[str, Any], scan: Any, checks: List[Dict[str, Any]],
+                             dicom_root: Path, key: bytes) -> Optional[Dict[str, Any]]:
+    """Ground truth -> RTSS on the primary DICOM series -> masks again: Dice 1.0 per ROI (R-5.7).
+
+    Works on the de-identified copy: the primary series is found by its pseudonymised UID, and the
+    structure set the sample ships with is imported from the de-identified folder, so its references
+    must have been remapped consistently with the images (R-7.3). Returns the report section (None
+    for kinds without a 3-D labelled series).
+    """
+    from RTSSBridgeLib.problems import ProblemCode
+    from RTSSBridgeLib.roi import RoiMask, dice
+    from RTSSBridgeLib.rtss_export import ExportOptions, export_rtss
+    from RTSSBridgeLib.rtss_import import import_rtss
+    from RTSSBridgeLib.structures import ReferenceGrid, Roi
+
+    primary = next((s for s in manifest["series"] if s["role"] == "primary"), None)
+    entry = next((g for g in manifest.get("ground_truth", []) if g["format"] == "nifti" and primary is not None
+                  and g.get("series_key") == primary["key"] and g.get("labels")), None)
+    if primary is None or entry is None or not primary.get("frame_of_reference_uid"):
+        return None
+    series_uid = keyed_uid(key, primary["series_instance_uid"])
+    series = next((s for s in scan.series if s.series_uid == series_uid), None)
+    if series is None:
+        return None
+    labels = read_nifti(out / "case" / entry["path"]).voxels
+    names = {int(item["value"]): str(item["name"]) for item in entry["labels"]}
+    rois = [Roi(n, names.get(value, f"Label {value}")[:64], RoiMask.from_full(labels == value),
+                generation_algorithm="MANUAL")
+            for n, value in enumerate(sorted(int(v) for v in np.unique(labels) if v != 0), start=1)]
+    grid = ReferenceGrid.from_series(series)
+    path = out / "rtss" / "ground_truth_rtss.dcm"
+    t = time.monotonic()
+    exported = export_rtss(rois, grid, path, options=ExportOptions(structure_set_label="GROUND TRUTH"))
+    export_s = time.monotonic() - t
+    t = time.monotonic()
+    back = import_rtss(path, dicom_root, series_uid=series.series_uid)
+    import_s = time.monotonic() - t
+    rows = []
+    for original, imported in zip(exported.rois, back.rois):
+        assert original.mask is not None
+        score = dice(original.mask, imported.mask) if imported.mask is not None else 0.0
+        rows.append({"roi": original.name, "voxels": original.voxel_count(), "contours": original.n_contours,
+                     "dice": score, "warnings": len(imported.problems)})
+    exact = bool(rows) and all(r["dice"] == 1.0 and r["warnings"] == 0 for r in rows) and len(back.rois) == len(rois)
+    checks.append(_check(f"ground truth -> RTSS -> masks on {primary['key']} is exact",
+                         exact, f"{len(rows)} ROI(s), Dice " + ", ".join(f"{r['dice']:.6f}" for r in rows)
+                         + f"; export {export_s:.2f} s, import {import_s:.2f} s", n_rois=len(rows)))
+    section: Dict[str, Any] = {"series_key": primary["key"], "file": str(path.relative_to(out)), "rois": rows,
+                               "export_s": export_s, "import_s": import_s, "shipped": None}
+    shipped = (manifest.get("structure_sets") or [None])[0]
+    structure_files = [p.files[0] for p in scan.problems if p.code == ProblemCode.NON_IMAGE_OBJECT
+                       and "RTSTRUCT" in p.message and p.files]
+    if shipped is not None:
+        ok = len(structure_files) == 1
+        scores: List[Any] = []
+        warnings: List[str] = []
+        if ok:
+            result = import_rtss(Path(structure_files[0]), dicom_root)
+            scores = [(spec["roi_name"], dice(RoiMask.from_full(labels == spec["label_value"]), roi.mask)
+                       if roi.mask is not None else 0.0) for spec, roi in zip(shipped["rois"], result.rois)]
+            warnings = [p.line() for p in result.all_problems()]
+            ok = len(scores) == len(shipped["rois"]) and all(score == 1.0 for _, score in scores) and not warnings
+        checks.append(_check(f"the sample's de-identified RT Structure Set ({len(scores)} ROIs) resolves to its images "
+                             "and matches the ground truth", ok,
+                             ", ".join(f"{name} Dice {score:.6f}" for name, score in scores)
+                             or f"{len(structure_files)} structure set(s) in the de-identified copy"))
+        section["shipped"] = {"file": str(Path(structure_files[0]).relative_to(out)) if structure_files else None,
+                              "rois": [{"roi": name, "dice": score} for name, score in scores],
+                              "warnings": warnings}
+    return section
+
+
 def render_html(report: Dict[str, Any]) -> str:
     """A self-contained HTML page (no external resources) of the demo report."""
     esc = html.escape
@@ -456,6 +537,16 @@ def render_html(report: Dict[str, Any]) -> str:
     else:
         annotation_html = f"<p>{esc(annotation.get('note', 'not run'))}</p>"
 
+    rtss = report.get("rtss")
+    if rtss:
+        rtss_rows = "".join(f"<tr><td>{esc(r['roi'])}</td><td>{r['voxels']}</td><td>{r['contours']}</td>"
+                            f"<td>{r['dice']:.6f}</td></tr>" for r in rtss["rois"])
+        rtss_html = (f"<h2>RT Structure Set round trip ({esc(rtss['series_key'])})</h2><p>Ground truth exported to "
+                     f"{esc(rtss['file'])} in {rtss['export_s']:.2f} s and imported back in {rtss['import_s']:.2f} s."
+                     "</p><table><tr><th>ROI</th><th>voxels</th><th>contours</th><th>Dice after the round trip</th>"
+                     f"</tr>{rtss_rows}</table>")
+    else:
+        rtss_html = "<h2>RT Structure Set round trip</h2><p>Not applicable: no 3-D labelled series.</p>"
     qc_html = "<p>no ground-truth labelmap: QC not run</p>"
     qc = report.get("qc")
     if qc:
@@ -491,6 +582,7 @@ Sample case <b>{esc(report['case']['kind'])}</b> (seed {report['case']['seed']})
 <table><tr><th>series</th><th>modality</th><th>shape i×j×k</th><th>spacing (mm)</th><th>origin (LPS, mm)</th>
 <th>axes</th><th>files</th><th>problems</th></tr>{''.join(rows)}</table>
 <h2>Annotation document and export package</h2>{annotation_html}
+{rtss_html}
 <h2>Checks</h2><table><tr><th></th><th>check</th><th>result</th></tr>{check_rows}</table>
 <h2>Quality control (QCMetrics)</h2>
 {qc_html}
@@ -537,8 +629,10 @@ def register(subparsers: Any) -> None:
         "demo", help="run the headless pipeline on a generated sample case and write a report",
         description="The main job: generate a sample case, check it for admission, de-identify it and verify "
                     "that no identifying value is left, then inspect and load every de-identified series, export "
-                    "to NIfTI and read back, check geometry and ground truth, and write report.json and "
-                    "report.html into OUT (a new folder). Exit 0 when every check passed, 1 otherwise.",
+                    "to NIfTI and read back, check geometry and ground truth, build and verify the annotation "
+                    "package, round-trip the ground truth through an RT Structure Set (Dice 1.0 per ROI), run QC "
+                    "against a simulated second reader, and write report.json and report.html into OUT (a new "
+                    "folder). Exit 0 when every check passed, 1 otherwise.",
     )
     p.add_argument("--out", required=True, help="new (or empty) output folder")
     p.add_argument("--kind", default="ct-chest",

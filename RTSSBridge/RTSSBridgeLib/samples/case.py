@@ -39,7 +39,7 @@ from .identity import Identity, add_seconds, rng_for
 from .phantom import PhantomSampler, mat3, rotation_matrix, vec3
 
 #: Version of the generator; part of ``case.json`` and bumped whenever output bytes change.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 #: ``$id`` of the manifest schema.
 SCHEMA_ID = "https://multimodalannotation.github.io/schemas/sample-case/v1"
 

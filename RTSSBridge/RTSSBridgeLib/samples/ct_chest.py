@@ -7,7 +7,10 @@ heart, both lungs (about -850 HU) and 2-4 nodules of 3-15 mm.
 
 Ground truth: ``ground_truth/ct_labels.nii.gz`` (labels in :data:`LABELS` plus 10 + n for
 nodule n), ``ground_truth/nodules.json`` (seed 001 position, classification, pathology,
-TNM and stage per nodule) and ``ground_truth/follow_up.json`` (seed 001 follow-up table).
+TNM and stage per nodule) and ``ground_truth/follow_up.json`` (seed 001 follow-up table). The lungs
+and nodules are also written as an RT Structure Set on the CT (``dicom/RTSTRUCT``; TG-263 style
+names ``Lung_L``, ``Lung_R``, ``Nodule_N1`` ...; the lung ROIs have holes where the nodules are,
+as in the labelmap).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .phantom import (
     rotation_matrix,
     vec3,
 )
+from .rtstruct import RoiSpec, ground_truth_entry, write_structure_set
 
 MATRIX = 512
 PIXEL_SPACING_MM = 0.703125
@@ -285,11 +289,21 @@ def _finish(ctx: Context, plan: KindPlan) -> KindResult:
                         "recurrence": "1 = recurrence observed during follow-up"},
     }
     write_json(ctx.path("ground_truth/follow_up.json"), follow_up)
+    specs = [RoiSpec(1, "Lung_L", 1, (194, 105, 66), "ORGAN", "LUNG_LEFT"),
+             RoiSpec(2, "Lung_R", 2, (121, 92, 197), "ORGAN", "LUNG_RIGHT")]
+    specs += [RoiSpec(2 + n, f"Nodule_{e['id']}", e["label_value"], (255, 0, 0), "GTV", f"NODULE_{e['id'][1:]}")
+              for n, e in enumerate(entries, start=1)]
+    structure_set = write_structure_set(ctx, volume, specs, label="LUNG NODULES", name="Lungs and nodules",
+                                        description="RTSTRUCT lungs and nodules", series_number=102,
+                                        minutes_after=30.0)
     ctx.step()
     labels = [{"value": v, "code": code, "name": name} for v, (code, name) in LABELS.items()]
     labels += [{"value": e["label_value"], "code": f"NODULE_{e['id'][1:]}", "name": f"lung nodule {e['id']}"}
                for e in entries]
-    return KindResult(ground_truth=[
+    return KindResult(extra={"structure_sets": [structure_set]}, ground_truth=[
+        ground_truth_entry(structure_set, "RT Structure Set on the CT: Lung_L, Lung_R (with holes where nodules are) "
+                                          "and one ROI per nodule, exported from ct_labels.nii.gz along voxel "
+                                          "boundaries (imports back exactly)."),
         {"name": "labels", "path": "ground_truth/ct_labels.nii.gz", "format": "nifti", "series_key": "CT",
          "labels": labels, "description": "Labelmap on the CT grid: lungs (vessels excluded) and each nodule."},
         {"name": "nodules", "path": "ground_truth/nodules.json", "format": "json", "series_key": "CT",

@@ -11,7 +11,9 @@ One study, one FrameOfReferenceUID, three series in acquisition order:
 uint16, BitsStored 12, no Rescale attributes (classic MR). Ground truth on the T1W+C grid:
 ``mr_labels.nii.gz`` (1 brain, 2 skull, 10 + n lesion n), ``lesions.json`` (ROI names in seed
 002 style such as ``R_lat_temp``, ``L_frontal`` and ``Skull``) and ``landmarks.json`` (pairs of
-positions in the T1W+C and T2W frames for target registration error).
+positions in the T1W+C and T2W frames for target registration error). As in seed 002 the lesion
+contours are also delivered as an RT Structure Set on the axial T1W+C (``dicom/RTSTRUCT``, label
+``ROIs in axC``, lesions in magenta, ``*Skull`` in red), exported from the same labels.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .phantom import (
     rotation_matrix,
     vec3,
 )
+from .rtstruct import RoiSpec, ground_truth_entry, write_structure_set
 
 MATRIX = 256
 PIXEL_SPACING_MM = 0.9375
@@ -327,12 +330,21 @@ def _finish(ctx: Context, plan: KindPlan) -> KindResult:
         "matrix_lps": rounded(motion, 10),
         "pairs": pairs,
     })
+    specs = [RoiSpec(r["roi_number"], r["roi_name"], r["label_value"], (255, 0, 255), "GTV",
+                     f"METASTASIS_{r['roi_number']}") for r in rois if r["type"] == "metastasis"]
+    specs.append(RoiSpec(len(rois), "*Skull", 2, (255, 0, 0), "ORGAN", "SKULL"))
+    structure_set = write_structure_set(ctx, t1c, specs, label="ROIs in axC", name="GK lesion contours",
+                                        description="RTSTRUCT lesion contours on AXI T1 SE+C", series_number=6,
+                                        minutes_after=45.0)
     ctx.step()
     labels = [{"value": v, "code": code, "name": name} for v, (code, name) in LABELS.items()]
     labels += [{"value": r["label_value"], "code": f"METASTASIS_{r['roi_number']}", "name": r["roi_name"]}
                for r in rois if r["type"] == "metastasis"]
     return KindResult(
         ground_truth=[
+            ground_truth_entry(structure_set, "RT Structure Set on the T1W+C series (seed 002 style: label 'ROIs in "
+                                              "axC', lesion ROIs such as R_lat_temp, plus *Skull), exported from "
+                                              "mr_labels.nii.gz along voxel boundaries (imports back exactly)."),
             {"name": "labels", "path": "ground_truth/mr_labels.nii.gz", "format": "nifti", "series_key": "T1W_C",
              "labels": labels, "description": "Labelmap on the T1W+C grid: brain (incl. ventricles and oedema), "
                                               "skull, each metastasis (incl. necrotic core)."},
@@ -341,7 +353,7 @@ def _finish(ctx: Context, plan: KindPlan) -> KindResult:
             {"name": "landmarks", "path": "ground_truth/landmarks.json", "format": "json", "series_key": "T2W",
              "description": "Landmark pairs (T1W+C frame, T2W frame) for registration error."},
         ],
-        extra={"registration": {
+        extra={"structure_sets": [structure_set], "registration": {
             "fixed_series_key": "T1W_C", "moving_series_key": "T2W",
             "matrix_lps": rounded(motion, 10),
             "meaning": "p_T2W = matrix_lps @ p_T1W_C: the LPS position in the T2W images of an anatomical point "
