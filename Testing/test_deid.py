@@ -84,7 +84,8 @@ def test_every_sample_kind_has_zero_leaks_and_the_same_images(kind: str, profile
     out = tmp_path / "out"
     record = deidentify_folder(str(case.root), str(out), name, key_file, options=options, workers=2)
     assert digest_tree(case.root) == before, "the input was modified"
-    assert record["counts"]["written"] == sum(s.n_files for s in case.series)
+    structure_sets = json.loads(case.manifest.read_text(encoding="utf-8")).get("structure_sets", [])
+    assert record["counts"]["written"] == sum(s.n_files for s in case.series) + len(structure_sets)
     report = verify_output(str(out), str(case.root))
     assert report["n_leaks"] == 0, report["leaks"][:5]
     assert report["identifying_tokens"] > 20 and report["original_uids"] > 0
@@ -218,7 +219,10 @@ def test_pseudonyms_are_consistent_across_a_case(sample_case: Any, key_file: str
     assert len({str(d.PatientName) for d in tree.values()}) == 1
     assert len({str(d.StudyInstanceUID) for d in tree.values()}) == 1
     assert len({str(d.StudyDate) for d in tree.values()}) == 1
-    assert len({str(d.SeriesInstanceUID) for d in tree.values()}) == 3
+    # T1W, T2W, T1W+C and the lesion RT Structure Set (its own series)
+    assert len({str(d.SeriesInstanceUID) for d in tree.values()}) == 4
+    rtss = [d for d in tree.values() if d.Modality == "RTSTRUCT"]
+    assert len(rtss) == 1 and rtss[0].StudyInstanceUID == next(iter(tree.values())).StudyInstanceUID
     ra = sample_case("xray-ra")
     ra_out = tmp_path / "ra"
     deidentify_folder(str(ra.root), str(ra_out), "ra-xray", key_file)

@@ -40,6 +40,9 @@ def install_template_loader() -> None:
 
     if cliutil.label_set_loader is None:
         cliutil.label_set_loader = load_label_set
+    from .qc_readers import install
+
+    install()  # qc compare/batch read annotation packages too
 
 
 def build_parser() -> argparse.ArgumentParser:

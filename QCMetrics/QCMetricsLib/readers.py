@@ -11,11 +11,12 @@ form a small registry, tried in order; each says whether it can read a path. Bui
 * :class:`NiftiMaskFolderReader` - a folder of binary NIfTI masks on one grid, one per label
   (file stem = ROI name), e.g. an export of overlapping structures.
 
-RT Structure Sets (RTSSBridge) and annotation packages (MultiModalAnnotation) plug in with
-:func:`register_reader` once those readers exist: a reader for RTSS files needs a function taking
-the RTSS path and the series folder and returning per-ROI masks on the series grid; it then
-builds a :class:`LabeledVolume` with ``masks=`` and ``values_are_codes=False`` (ROI numbers are not
-template values), so labels are matched by template code, then ROI name.
+* :class:`RtssReader` - an RT Structure Set rasterised on its image series (``--series``) by
+  RTSSBridge's importer.
+
+Annotation packages belong to MultiModalAnnotation, which QCMetrics must not import: its command
+line registers their reader with :func:`register_reader` at start-up
+(``MultiModalAnnotationLib.qc_readers``), as it installs the template loader.
 """
 
 from __future__ import annotations
@@ -266,7 +267,50 @@ class NiftiMaskFolderReader:
         return LabeledVolume(path, geometry, labels, masks=masks, values_are_codes=False, reader=self.name)
 
 
-READERS: List[Reader] = [NiftiLabelmapReader(), NiftiMaskFolderReader()]
+class RtssReader:
+    """An RT Structure Set rasterised on its image series with RTSSBridge's importer (the same
+    even-odd, voxel-centre rule as ``mmanno rtss import``); ``--series`` names the image folder.
+    ROI numbers are not template values, so labels match by template code (ROI names mapped by
+    the template), then ROI name. POINT ROIs and ROIs without contours carry no mask and are noted."""
+
+    name = "rtss"
+    description = "an RT Structure Set file (needs --series: the folder of its image series)"
+
+    def can_read(self, path: str, series: Optional[str] = None) -> bool:
+        if not os.path.isfile(path) or is_nifti_path(path):
+            return False
+        try:
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+        except Exception:  # not DICOM at all: another reader's input, or none's
+            return False
+        return str(ds.get("Modality", "")) == "RTSTRUCT" or str(ds.get("SOPClassUID", "")) == RTSS_SOP_CLASS
+
+    def read(self, path: str, series: Optional[str] = None) -> LabeledVolume:
+        from RTSSBridgeLib.rtss_import import import_rtss
+
+        if not series:
+            raise InputError("an RT Structure Set is compared on its image series: give --series DIR", file=path,
+                             field="--series")
+        roi_set = import_rtss(path, series)
+        masks: Dict[int, np.ndarray] = {}
+        labels: List[LabelEntry] = []
+        notes = [p.line() for p in roi_set.problems]
+        for roi in roi_set.rois:
+            notes += [p.line() for p in roi.problems]
+            if roi.mask is None:
+                notes.append(f"ROI {roi.number} {roi.name!r} has no mask (points or no contours): not compared")
+                continue
+            masks[roi.number] = roi.mask.full()
+            labels.append(LabelEntry(roi.number, roi.name, roi.label.code if roi.label is not None else None))
+        return LabeledVolume(path, roi_set.geometry, labels, masks=masks, values_are_codes=False, reader=self.name,
+                             notes=notes)
+
+
+RTSS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+
+READERS: List[Reader] = [RtssReader(), NiftiLabelmapReader(), NiftiMaskFolderReader()]
 
 
 def register_reader(reader: Reader, first: bool = True) -> None:
