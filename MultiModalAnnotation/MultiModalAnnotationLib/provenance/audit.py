@@ -22,8 +22,9 @@ can forge a consistent history, which is why the head hash is also copied into e
 record, every frozen release (read-only) and every export package.
 
 Appends from several processes are serialised by an exclusive lock on the trail file itself
-(``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows; the ``filelock`` package was not used
-because its fix for CVE-2025-68146 needs Python 3.10, and Slicer 5.8 runs 3.9). Under the lock an
+(``fcntl.flock`` on POSIX, ``msvcrt.locking`` of one byte beyond the data on Windows, where
+locks are mandatory; see :func:`_exclusive`): the standard library is enough, no lock package is
+added to Slicer's Python. Under the lock an
 append reads the last event and the head, refuses a trail whose end does not check, writes one
 line, ``fsync``\\ s it, and rewrites the head - so no append is lost or interleaved.
 """
@@ -82,23 +83,38 @@ def utc_now() -> str:
 
 
 # --------------------------------------------------------------------------- locking
+#: Windows locks a byte range, and its locks are mandatory: a locked byte cannot be read by anyone
+#: else. The lock therefore sits on one byte far beyond any real trail's end (Windows allows
+#: locking beyond the end of a file), so readers (``audit verify``) are never blocked by a writer.
+WINDOWS_LOCK_OFFSET = 2 ** 31 - 2
+
+
 @contextlib.contextmanager
 def _exclusive(fh: Any) -> Iterator[None]:
-    """An exclusive lock on the open file ``fh`` for as long as the block runs (blocking)."""
+    """An exclusive lock on the open file ``fh`` for as long as the block runs (blocking).
+
+    POSIX: ``fcntl.flock`` (advisory, whole file; released by the kernel if the process dies).
+    Windows: ``msvcrt.locking`` of one byte at :data:`WINDOWS_LOCK_OFFSET` (also released when the
+    process dies); ``LK_LOCK`` gives up after ten one-second tries, so it is retried until it holds.
+    """
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
         import msvcrt
 
-        fh.seek(0)
+        def at_lock_byte() -> None:
+            fh.seek(WINDOWS_LOCK_OFFSET)
+
+        at_lock_byte()
         while True:
             try:
                 msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
                 break
-            except OSError:  # LK_LOCK gives up after 10 s: keep waiting
+            except OSError:
                 time.sleep(0.05)
+                at_lock_byte()
         try:
             yield
         finally:
-            fh.seek(0)
+            at_lock_byte()
             msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
     else:
         import fcntl
@@ -157,7 +173,7 @@ def check_events(lines: Sequence[bytes], terminated: bool) -> VerifyResult:
     previous = GENESIS_HASH
     for n, raw in enumerate(lines, start=1):
 
-        def broken(problem: str, n: int = n) -> VerifyResult:
+        def broken(problem: str, n: int = n, previous: str = previous) -> VerifyResult:
             return VerifyResult("", False, len(events), n, problem, previous, events)
 
         if n == len(lines) and not terminated:
@@ -312,7 +328,7 @@ class AuditTrail:
             event["transition"] = {"from": transition["from"], "to": transition["to"]}
         if details:
             clean = json.loads(json.dumps(details, allow_nan=False))  # plain JSON types only
-            self.guard.check_value({k: v for k, v in clean.items()}, "details")
+            self.guard.check_value(clean, "details")
             event["details"] = clean
         probe = {**event, "seq": 1, "prev": GENESIS_HASH, "hash": GENESIS_HASH}
         problems = schema_problems(EVENT_SCHEMA, probe)

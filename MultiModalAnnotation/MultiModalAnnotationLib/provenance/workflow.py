@@ -287,6 +287,15 @@ def replay(events: Sequence[Mapping[str, Any]], task_loader: Any = None) -> Case
         if action == "reviewed":
             s.reviews.append({**details, "reviewer": event["actor"], "event": event["seq"], "round": s.review_round,
                               "comment": event.get("reason")})
+        if action in _VERSION_ACTIONS and details.get("uncertain"):
+            for target in details["uncertain"]:  # marked uncertain in the document itself
+                s.flags[target] = {"category": "marked_in_document", "by": event["actor"], "event": event["seq"],
+                                   "comment": None}
+                s.flag_history.append({"event": event["seq"], "flagged": target, "category": "marked_in_document"})
+        if action == "reviewed":
+            for target in details.get("resolves_flags", []):
+                if s.flags.pop(target, None) is not None:
+                    s.flag_history.append({"event": event["seq"], "reviewed": target})
         if action == "flagged":
             s.flags[details["target"]] = {"category": details["category"], "by": event["actor"],
                                           "event": event["seq"], "comment": event.get("reason")}
