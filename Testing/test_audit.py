@@ -80,7 +80,7 @@ def _tamper(kind: str, lines: List[bytes], rng: random.Random) -> tuple:
         pos = rng.randrange(len(line))
         old = line[pos]
         line[pos] = rng.choice([b for b in range(256) if b != old])
-        new = lines[:k] + [bytes(line)] + lines[k + 1:]
+        new = [*lines[:k], bytes(line), *lines[k + 1:]]
         return b"".join(x if i == k else x + b"\n" for i, x in enumerate(new)), k + 1
     if kind == "removed":
         k = rng.randrange(n)
@@ -92,7 +92,7 @@ def _tamper(kind: str, lines: List[bytes], rng: random.Random) -> tuple:
         forged = dict(source, reason="inserted afterwards", seq=k + 1,
                       prev=json.loads(lines[k - 1])["hash"] if k else GENESIS_HASH)
         forged["hash"] = event_hash(forged)  # a well-formed event chained onto the one before it:
-        new = lines[:k] + [canonical_json(forged)] + lines[k:]  # the next genuine event breaks
+        new = [*lines[:k], canonical_json(forged), *lines[k:]]  # the next genuine event breaks
         return b"".join(x + b"\n" for x in new), k + 2 if k < n else n + 1
     i, j = sorted(rng.sample(range(n), 2))
     new = list(lines)
@@ -108,7 +108,7 @@ def test_every_random_tampering_is_caught(trail_file: Path, tmp_path: Path) -> N
     copy = tmp_path / "audit.jsonl"
     head_path(copy).write_bytes(head_path(trail_file).read_bytes())
     kinds = ["byte", "removed", "inserted", "reordered"]
-    caught = {k: 0 for k in kinds}
+    caught = dict.fromkeys(kinds, 0)
     for n in range(N_TAMPERINGS):
         kind = kinds[n % 4]
         data, first = _tamper(kind, lines, rng)
@@ -125,7 +125,7 @@ def test_cli_names_the_first_broken_event(trail_file: Path, tmp_path: Path,
     """R-5.6: mmanno audit verify exits 1 and names the first broken event (text and JSON)."""
     copy = tmp_path / "audit.jsonl"
     lines = _lines(trail_file)
-    _write_lines(copy, lines[:6] + [lines[6].replace(b"step 6", b"step 7")] + lines[7:])
+    _write_lines(copy, [*lines[:6], lines[6].replace(b"step 6", b"step 7"), *lines[7:]])
     head_path(copy).write_bytes(head_path(trail_file).read_bytes())
     assert main(["audit", "verify", str(copy)]) == 1
     assert "BROKEN at event 7" in capsys.readouterr().out
@@ -152,7 +152,7 @@ def test_append_refuses_a_broken_trail(trail_file: Path, tmp_path: Path) -> None
     """R-5.6: an append never extends a trail whose end does not check."""
     copy = tmp_path / "audit.jsonl"
     lines = _lines(trail_file)
-    _write_lines(copy, lines[:-1] + [lines[-1].replace(b"step", b"Step")])
+    _write_lines(copy, [*lines[:-1], lines[-1].replace(b"step", b"Step")])
     head_path(copy).write_bytes(head_path(trail_file).read_bytes())
     before = copy.read_bytes()
     with pytest.raises(TrailError, match="does not match its hash"):

@@ -165,12 +165,20 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
     source = Path(source_dir) if source_dir is not None else Path.cwd()
     grid = document.image.geometry
     trail_events = None
-    if audit is not None:
-        from .provenance.audit import read_trail
+    trail_source = audit
+    trail_bytes = (b"", b"")
+    if trail_source is not None:
+        from .provenance.audit import AuditTrail, head_path
 
-        trail_events = read_trail(audit)  # a broken trail is refused, naming its first broken event
+        if not Path(trail_source).is_file():
+            raise InputError("no such audit trail", file=str(trail_source))
+        # read under the trail's lock (an append cannot slip in between the check and the copy);
+        # a broken trail is refused, naming its first broken event
+        with AuditTrail(trail_source).transaction() as tx:
+            trail_events = list(tx.events)
+            trail_bytes = (Path(trail_source).read_bytes(), head_path(trail_source).read_bytes())
         if not trail_events:
-            raise InputError("the audit trail is empty", file=str(audit))
+            raise InputError("the audit trail is empty", file=str(trail_source))
     target = Path(out)
     if as_zip and target.exists():
         raise InputError("exists; packages never overwrite, choose a new name", file=str(target))
@@ -224,11 +232,9 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
             write_json_atomic(root / TEMPLATE, template.to_dict())
             if task is not None:
                 write_json_atomic(root / TASK, task.to_dict())
-            if audit is not None and trail_events:
-                from .provenance.audit import head_path
-
-                shutil.copyfile(audit, root / AUDIT_TRAIL)
-                shutil.copyfile(head_path(audit), root / AUDIT_HEAD)
+            if trail_events:
+                (root / AUDIT_TRAIL).write_bytes(trail_bytes[0])
+                (root / AUDIT_HEAD).write_bytes(trail_bytes[1])
             files = sorted(p for p in root.rglob("*") if p.is_file())
             manifest: Dict[str, Any] = {
                 "schema": schema_id("package-manifest"), "created": now_utc(),
