@@ -222,10 +222,10 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
                 relative = f"masks/{item.id}.nii.gz"
                 write_nifti(root / relative, voxels.astype(np.uint8), grid, label_map=True, description=item.label_code)
                 annotations.append(item.with_data(mask_file=relative, mask_value=None))
-            audit = list(document.metadata.get("audit", []))
-            audit.append({"time": now_utc(), "actor": "MultiModalAnnotation", "action": "exported",
+            audit_log = list(document.metadata.get("audit", []))
+            audit_log.append({"time": now_utc(), "actor": "MultiModalAnnotation", "action": "exported",
                           "detail": f"package layout {layout}"})
-            exported = document.replace(annotations=annotations, metadata={**document.metadata, "audit": audit})
+            exported = document.replace(annotations=annotations, metadata={**document.metadata, "audit": audit_log})
             from .documents import write_document
 
             write_document(str(root / DOCUMENT), exported)

@@ -604,7 +604,12 @@ class Case:
         problems: List[str] = [] if trail.ok else [trail.line()]
         releases: Dict[str, List[str]] = {}
         if trail.ok:
-            s = self._replay(trail.events)
+            from .versions import StoreError
+
+            try:
+                s = self._replay(trail.events)
+            except StoreError as exc:  # the task or template object changed
+                return VerifyReport(trail.to_dict(), [str(exc)], releases)
             for record in s.versions.values():
                 problems += [f"{record.name}: {p}" for p in tree_problems(self.store, record.tree)]
             for release in s.releases:

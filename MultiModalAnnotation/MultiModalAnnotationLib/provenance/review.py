@@ -4,7 +4,7 @@
   whole ``case``), each with an optional comment; a review's overall opinion is the most severe
   of its opinions (reject > request_change > accept).
 * **Readers compared** (:func:`compare_readers`): for every pair of readers, the Dice of every
-  label (all instances of the label together; QCMetrics' kernels), the score differences of the
+  mask annotation (each instance on its own; QCMetrics' kernels), the score differences of the
   attributes both gave the same annotation (integers and numbers by value, enum options by their
   points, other enums as equal or not), and over all paired scores Cohen's linearly weighted
   kappa (two readers) or Fleiss' kappa (three or more; QCMetrics' agreement module). A
@@ -61,15 +61,6 @@ def check_opinion(value: str, where: str) -> str:
 
 
 # --------------------------------------------------------------------------- readers
-def _label_masks(content: VersionContent) -> Dict[str, np.ndarray]:
-    out: Dict[str, np.ndarray] = {}
-    for item in content.document.annotations:
-        if item.id in content.masks:
-            mask = content.masks[item.id]
-            out[item.label_code] = out[item.label_code] | mask if item.label_code in out else mask.copy()
-    return out
-
-
 def _score(template: Optional[LabelTemplate], item: Annotation, key: str, value: Any) -> Tuple[str, Any]:
     """("number", float) for a score, ("category", value) for a categorical attribute."""
     if isinstance(value, bool):
@@ -91,14 +82,17 @@ def _pair(a: VersionContent, b: VersionContent, template: Optional[LabelTemplate
     from QCMetricsLib.metrics import MetricOptions, metric
 
     g = a.document.image.geometry
-    masks_a, masks_b = _label_masks(a), _label_masks(b)
+    codes = {item.id: item.label_code for item in (*a.document.annotations, *b.document.annotations)}
     labels = []
-    for code in sorted(set(masks_a) | set(masks_b)):
-        ma = masks_a.get(code, np.zeros(g.array_shape, bool))
-        mb = masks_b.get(code, np.zeros(g.array_shape, bool))
+    # per annotation (instance), not per label: a lesion outlined elsewhere must not hide among
+    # the other lesions of the same label
+    for ident in sorted(set(a.masks) | set(b.masks)):
+        ma = a.masks.get(ident, np.zeros(g.array_shape, bool))
+        mb = b.masks.get(ident, np.zeros(g.array_shape, bool))
         stats = pair_statistics(ma, mb, g.spacing_mm, g.direction_matrix, with_surfaces=False)
         value = metric("dice").compute(stats, MetricOptions())
-        labels.append({"label": code, "dice": value.json_value(), "reason": value.reason or None,
+        labels.append({"annotation": ident, "label": codes[ident], "dice": value.json_value(),
+                       "reason": value.reason or None,
                        "volume_a_ml": metric("volume_ref_ml").compute(stats, MetricOptions()).json_value(),
                        "volume_b_ml": metric("volume_test_ml").compute(stats, MetricOptions()).json_value()})
     items_b = {item.id: item for item in b.document.annotations}
@@ -135,7 +129,7 @@ def compare_readers(contents: Mapping[str, VersionContent], policy: ReviewPolicy
         result = _pair(contents[ra], contents[rb], template, policy)
         for row in result["labels"]:
             if row["dice"] is not None and row["dice"] < policy.dice_threshold:
-                reasons.append(f"{row['label']}: Dice {row['dice']:.3f} between {ra} and {rb} is below "
+                reasons.append(f"{row['annotation']}: Dice {row['dice']:.3f} between {ra} and {rb} is below "
                                f"{policy.dice_threshold:g}")
         for row in result["scores"]:
             if row["difference"] is not None and row["difference"] > policy.score_difference:
@@ -264,7 +258,7 @@ def consensus(contents: Mapping[str, VersionContent], method: str
     metadata["annotator"] = f"consensus-{method}"
     metadata.pop("reviewer", None)
     document = first.replace(annotations=annotations, metadata=metadata)
-    notes = {"method": method, "readers": readers, "unresolved": unresolved, "dropped_empty": dropped}
+    notes: Dict[str, Any] = {"method": method, "readers": readers, "unresolved": unresolved, "dropped_empty": dropped}
     if estimates:
         notes["staple"] = estimates
     return document, masks, notes

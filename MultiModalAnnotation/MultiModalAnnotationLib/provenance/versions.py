@@ -105,7 +105,7 @@ class ObjectStore:
 
     def problems(self) -> List[str]:
         """Every object whose bytes do not match its name, or that is writable."""
-        found = []
+        found: List[str] = []
         if not self.root.is_dir():
             return found
         for path in sorted(self.root.iterdir()):
