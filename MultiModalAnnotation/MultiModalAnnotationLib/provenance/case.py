@@ -474,6 +474,15 @@ class Case:
             return tx.append(actor=actor, role=role, action="flagged", objects=[s.case_id, target], reason=comment,
                              details={"target": target, "category": category})
 
+    def record_sampled(self, actor: str, *, seed: int, ratio: float, rank: int, batch_event: int
+                       ) -> Dict[str, Any]:
+        """Record that the case was drawn for sampling QC (R-6.9; see :mod:`.sampling`)."""
+        with self.trail.transaction() as tx:
+            s = self._begin(tx)
+            self._authorise(s, actor, "qc", "record a QC sample")
+            return tx.append(actor=actor, role="qc", action="sampled", objects=[s.case_id],
+                             details={"seed": seed, "ratio": ratio, "rank": rank, "batch_event": batch_event})
+
     # ------------------------------------------------------------------ QC and freeze
     def qc_result(self, actor: str, passed: bool, metrics: Optional[Mapping[str, Any]] = None,
                   reason: Optional[str] = None) -> Dict[str, Any]:

@@ -15,6 +15,8 @@
 * ``mmanno case qc DIR --actor A --pass|--fail [--reason T]``;
 * ``mmanno case freeze DIR --actor A --release 1.0 --scope S [--notes T] [--date YYYY-MM-DD]``;
 * ``mmanno case change-request DIR --actor A --release 1.0 --reason T``;
+* ``mmanno case sample BATCH --actor Q --seed N [--ratio R]`` - the seeded QC sample of a batch;
+* ``mmanno case sample-check BATCH --actor Q`` - deliver, wait, widen or halt (exit 1 on halt);
 * ``mmanno case history DIR [--diff vA vB]``; ``mmanno case verify DIR`` (exit 1 when anything fails).
 
 Bad input and refused steps end with one line and exit status 2. Heavy libraries are imported in
@@ -192,6 +194,29 @@ def _cmd_case_change_request(args: argparse.Namespace) -> int:
     return _done(args, _case(args).change_request(args.actor, args.release, args.reason))
 
 
+def _cmd_case_sample(args: argparse.Namespace) -> int:
+    from .sampling import draw_sample
+
+    event = draw_sample(args.case_dir, args.actor, args.seed, args.ratio)
+    emit_json(args.json, event)
+    if not _quiet(args):
+        d = event["details"]
+        print(f"sample of {len(d['selected'])}/{d['cases']} case(s) at ratio {d['ratio']:g}, seed {d['seed']}: "
+              + ", ".join(d["selected"]))
+    return EXIT_OK
+
+
+def _cmd_case_sample_check(args: argparse.Namespace) -> int:
+    from .sampling import check_sample
+
+    event = check_sample(args.case_dir, args.actor)
+    d = event["details"]
+    emit_json(args.json, d)
+    if not _quiet(args):
+        print(f"{d['decision']}: {d['why']}")
+    return EXIT_FAILED_CHECK if d["decision"] == "halt" else EXIT_OK
+
+
 def _cmd_case_history(args: argparse.Namespace) -> int:
     case = _case(args)
     if args.diff:
@@ -326,6 +351,13 @@ def register(subparsers: Any) -> None:
     _actor(p, role=False)
     p.add_argument("--release", required=True, help="the frozen release concerned")
     p.add_argument("--reason", required=True, help="why the change is needed")
+    p = add("sample", "draw the seeded QC sample of a batch (folder of case folders)", _cmd_case_sample)
+    _actor(p, role=False)
+    p.add_argument("--seed", type=int, required=True, help="seed of the draw (recorded; same seed, same sample)")
+    p.add_argument("--ratio", type=float, help="sampling ratio (default: the task's, or the widened one)")
+    p = add("sample-check", "QC results of the sample -> deliver, wait, widen or halt (exit 1 on halt)",
+            _cmd_case_sample_check)
+    _actor(p, role=False)
     p = add("history", "the case's events (or a diff of two versions)", _cmd_case_history)
     p.add_argument("--diff", nargs=2, metavar=("A", "B"), help="list what changed from version A to B")
     add("verify", "verify trail, versions and releases (exit 1 when anything fails)", _cmd_case_verify)
