@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from MultiModalAnnotationLib.provenance.case import Case
-from Testing.test_workflow import ADMIN, admitted, brain  # noqa: F401  (brain is a fixture)
+from Testing.test_workflow import admitted, brain_sample
+
+
+@pytest.fixture(scope="module")
+def brain(sample_case: Any) -> Any:
+    return brain_sample(sample_case)
 
 
 def test_segment_status_follows_the_workflow(brain: Any, tmp_path: Path, mrml_scene: Any) -> None:

@@ -23,7 +23,12 @@ from MultiModalAnnotationLib.provenance.sampling import (
 from MultiModalAnnotationLib.provenance.versions import VersionContent
 from MultiModalAnnotationLib.provenance.workflow import ReviewPolicy
 from RTSSBridgeLib.errors import InputError
-from Testing.test_workflow import ADMIN, QC, brain, make_task, shifted  # noqa: F401  (brain is a fixture)
+from Testing.test_workflow import ADMIN, QC, brain_sample, make_task, shifted
+
+
+@pytest.fixture(scope="module")
+def brain(sample_case: Any) -> Any:
+    return brain_sample(sample_case)
 
 
 def test_seeded_sample_is_reproducible_and_widens_as_a_superset() -> None:

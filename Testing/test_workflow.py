@@ -26,12 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 ADMIN, QC, ARBITER = "ADM1", "Q01", "J01"
 
 
-@pytest.fixture(scope="module")
-def brain(tmp_path_factory: pytest.TempPathFactory) -> Tuple[AnnotationDocument, Dict[str, np.ndarray], LabelTemplate]:
-    from RTSSBridgeLib.samples import write_sample
+def brain_sample(sample_case: Any) -> Tuple[AnnotationDocument, Dict[str, np.ndarray], LabelTemplate]:
+    """(document, masks, template) of the small brain-metastases sample (shared, read-only)."""
+    return document_from_sample(Path(sample_case("mr-brain-mets", slices=8).root))
 
-    case = write_sample("mr-brain-mets", tmp_path_factory.mktemp("brain") / "case", slices=8)
-    return document_from_sample(Path(case.root))
+
+@pytest.fixture(scope="module")
+def brain(sample_case: Any) -> Tuple[AnnotationDocument, Dict[str, np.ndarray], LabelTemplate]:
+    return brain_sample(sample_case)
 
 
 def make_task(document: AnnotationDocument, high_risk: bool = True) -> TaskDefinition:
