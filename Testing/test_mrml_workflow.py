@@ -59,3 +59,36 @@ def test_segment_status_follows_the_workflow(brain: Any, tmp_path: Path, mrml_sc
     assert "exception" in lines[-1] and "reference series incomplete" in lines[-1]
     with pytest.raises(ValueError, match="not a MultiModalAnnotation case node"):
         read_case_node(nodes.document_node)
+
+
+def test_panel_logic_shows_the_case_and_records_a_review(brain: Any, tmp_path: Path, mrml_scene: Any,
+                                                         slicer_modules: Any) -> None:
+    """R-6.8: the panel's logic reads the case into the scene, sets segment status, and records a
+    review opinion in the trail; a refused review leaves the trail unchanged."""
+    from MultiModalAnnotationLib.mrml.documents import scene_from_document
+    from MultiModalAnnotationLib.mrml.workflow import segment_statuses
+    from MultiModalAnnotationLib.provenance.review import OPINIONS
+    from MultiModalAnnotationLib.provenance.workflow import WorkflowError
+
+    module = slicer_modules["MultiModalAnnotation"]
+    assert tuple(module.REVIEW_OPINIONS) == OPINIONS
+    logic = module.MultiModalAnnotationLogic()
+    document, masks, template = brain
+    nodes = scene_from_document(mrml_scene, document, template, masks)
+    case: Case = admitted(tmp_path, brain, high_risk=False)
+    for reader in ("A01", "A02"):
+        case.save_version(reader, "annotator", document, masks)
+    info = logic.showCase(str(case.folder), nodes.document_node, scene=mrml_scene)
+    assert info["state"] == "annotating" and info["lines"][0].startswith("#1 ")
+    assert set(segment_statuses(nodes.segmentation).values()) == {"inprogress"}
+    before = case.trail.path.read_bytes()
+    with pytest.raises(WorkflowError, match="state 'annotating'; role 'reviewer'"):
+        logic.submitReview(str(case.folder), "R01", "case", "accept", "", nodes.document_node, scene=mrml_scene)
+    assert case.trail.path.read_bytes() == before
+    case.advance("A01", "annotator", "in_review")
+    info = logic.submitReview(str(case.folder), "R01", "METASTASIS_02", "request_change", "rim missed",
+                              nodes.document_node, scene=mrml_scene)
+    assert "reviewed" in info["lines"][-1] and "rim missed" in info["lines"][-1]
+    assert set(segment_statuses(nodes.segmentation).values()) == {"completed"}
+    with pytest.raises(ValueError, match="case folder"):
+        logic.showCase("", None, scene=mrml_scene)
