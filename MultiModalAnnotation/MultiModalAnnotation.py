@@ -424,7 +424,12 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         (case, folder, state, summary, history) and ``lines``, the history as text."""
         _requireCore()
         from MultiModalAnnotationLib.mrml.documents import REF_SEGMENTATION
-        from MultiModalAnnotationLib.mrml.workflow import apply_case_state, history_lines, read_case_node, write_case_node
+        from MultiModalAnnotationLib.mrml.workflow import (
+            apply_case_state,
+            history_lines,
+            read_case_node,
+            write_case_node,
+        )
         from MultiModalAnnotationLib.provenance.case import Case
 
         if not caseFolder:
