@@ -21,7 +21,8 @@ voxel, a lesion eroded, one lesion missed when there are three or more, one extr
 compared with it, writing ``qc/report.html`` (+ JSON, CSV), and the QC must find exactly the
 planted disagreements; the case walks the workflow (two readers compared, review, QC, frozen as
 release 1.0), every step in a hash-chained audit trail that is verified and shipped in a release
-package; write ``report.json`` and a self-contained ``report.html`` linking the QC report. The exit status is 0 when every check passed and 1 otherwise (the report says which).
+package; write ``report.json`` and a self-contained ``report.html`` linking the QC report.
+The exit status is 0 when every check passed and 1 otherwise (the report says which).
 """
 
 from __future__ import annotations
@@ -355,7 +356,8 @@ def workflow_step(out: Path, document: Any, masks: Dict[str, np.ndarray], templa
     state = case.state()
     checks.append(_check("workflow: the case walked received -> frozen, every step in the audit trail",
                          state.state.value == "frozen" and trail.ok and trail.n_events == 13,
-                         trail.line().replace(str(folder / "audit.jsonl"), "workflow_case/audit.jsonl"), events=trail.n_events))
+                         trail.line().replace(str(folder / "audit.jsonl"), "workflow_case/audit.jsonl"),
+                         events=trail.n_events))
     checks.append(_check("workflow: frozen release 1.0 verifies (checksums, read-only, anchored in the trail)",
                          verified.ok, "; ".join(verified.problems + verified.releases.get("1.0", [])[:3]) or
                          "release files unchanged and read-only"))
