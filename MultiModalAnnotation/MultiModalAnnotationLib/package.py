@@ -174,9 +174,15 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
             raise InputError("no such audit trail", file=str(trail_source))
         # read under the trail's lock (an append cannot slip in between the check and the copy);
         # a broken trail is refused, naming its first broken event
-        with AuditTrail(trail_source).transaction() as tx:
-            trail_events = list(tx.events)
+        if os.access(trail_source, os.W_OK):
+            with AuditTrail(trail_source).transaction() as tx:
+                trail_events = list(tx.events)
+                trail_bytes = (Path(trail_source).read_bytes(), head_path(trail_source).read_bytes())
+        else:  # a read-only trail (a release's copy) takes no appends: no lock needed
+            from .provenance.audit import read_trail
+
             trail_bytes = (Path(trail_source).read_bytes(), head_path(trail_source).read_bytes())
+            trail_events = read_trail(trail_source)
         if not trail_events:
             raise InputError("the audit trail is empty", file=str(trail_source))
     target = Path(out)
