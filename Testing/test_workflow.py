@@ -332,3 +332,51 @@ def test_case_cli(brain: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["case", "change-request", folder, "--actor", ADMIN, "--release", "1.0", "--reason",
                  "relabel requested"]) == 0
     assert main(["case", "status", str(tmp_path / "none")]) == 2
+
+
+def test_case_cli_model_proposal_arbitration_and_flags(brain: Any, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """R-6.6.3/R-6.7/R-6.8: the CLI records an AI proposal and its confirmation, a flag, a
+    disagreement, the arbiter's decision and a failed QC; bad opinions are one line, exit 2."""
+    from MultiModalAnnotationLib.package import export_package
+
+    document, masks, template = brain
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps(make_task(document, high_risk=False).data))
+    folder = str(tmp_path / "case")
+    assert main(["case", "create", folder, "--case", "CASE_8", "--task", str(task_file), "--actor", ADMIN]) == 0
+    for target in ("admitted", "deidentified", "preprocessed", "annotating"):
+        assert main(["case", "advance", folder, "--to", target, "--actor", ADMIN, "--role", "administrator"]) == 0
+    proposal = export_package(tmp_path / "ai", document, template, masks=shifted(masks, "METASTASIS_01", 1))
+    same = export_package(tmp_path / "a", document, template, masks=masks)
+    other = export_package(tmp_path / "b", document, template, masks=shifted(masks, "METASTASIS_02", 6))
+    assert main(["case", "save", folder, "--package", str(proposal), "--actor", "A01", "--model", "seg",
+                 "--model-version", "1.2", "--param", "threshold=0.5"]) == 0
+    assert main(["case", "save", folder, "--package", str(same), "--actor", "A01", "--proposal", "v1"]) == 0
+    assert main(["case", "save", folder, "--package", str(other), "--actor", "A02"]) == 0
+    assert main(["case", "save", folder, "--package", str(other), "--actor", "A02", "--model", "seg"]) == 2
+    assert main(["case", "flag", folder, "--actor", "A02", "--role", "annotator", "--target", "METASTASIS_02",
+                 "--category", "artefact"]) == 0
+    assert main(["case", "advance", folder, "--to", "in_review", "--actor", "A02", "--role", "annotator"]) == 0
+    capsys.readouterr()
+    assert main(["case", "compare", folder, "--actor", "R01"]) == 0
+    assert "METASTASIS_02: Dice" in capsys.readouterr().out
+    assert main(["case", "review", folder, "--actor", "R01", "--opinion", "case=maybe"]) == 2
+    assert main(["case", "review", folder, "--actor", "R01", "--opinion", "METASTASIS_02=reject",
+                 "--comment", "outlines a vessel"]) == 0
+    assert main(["case", "advance", folder, "--to", "arbitration", "--actor", "R01", "--role", "reviewer"]) == 0
+    assert main(["case", "arbitrate", folder, "--actor", ARBITER, "--decision", "adopt", "--version", "v2",
+                 "--reasons", "A01 outline follows the enhancing rim"]) == 0
+    assert main(["case", "qc", folder, "--actor", QC, "--fail"]) == 2
+    assert main(["case", "qc", folder, "--actor", QC, "--fail", "--reason", "slice 3 leak"]) == 0
+    capsys.readouterr()
+    assert main(["case", "status", folder, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "qc" and status["current"] == "v2"
+    versions = {v["name"]: v for v in status["versions"]}
+    assert versions["v1"]["origin"] == "model" and versions["v2"]["proposal"] == "v1"
+    assert status["decisions"][0]["reasons"] == "A01 outline follows the enhancing rim"
+    assert status["qc_results"][0]["passed"] is False and not status["flags"]
+    events = Case(folder).trail.events()
+    assert events[5]["details"]["model"] == {"name": "seg", "version": "1.2", "parameters": {"threshold": "0.5"}}
+    assert "ai_deviation" in events[6]["details"]
