@@ -380,3 +380,24 @@ def test_case_cli_model_proposal_arbitration_and_flags(brain: Any, tmp_path: Pat
     events = Case(folder).trail.events()
     assert events[5]["details"]["model"] == {"name": "seg", "version": "1.2", "parameters": {"threshold": "0.5"}}
     assert "ai_deviation" in events[6]["details"]
+
+
+def test_two_processes_cannot_both_take_the_same_step(brain: Any, tmp_path: Path) -> None:
+    """R-5.6/R-6.12: the state check and the append happen under the trail's lock: of two people
+    admitting the same case at once, exactly one succeeds and the other is refused naming the state."""
+    import subprocess
+    import sys
+
+    document, _, template = brain
+    case = Case.create(tmp_path / "case", "CASE_0001", make_task(document), template, ADMIN)
+    code = ("import sys\nfrom MultiModalAnnotationLib.cli import main\n"
+            f"sys.exit(main(['case', 'advance', {str(case.folder)!r}, '--to', 'admitted', '--actor', 'ADM1', "
+            "'--role', 'administrator']))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+    assert sorted(r[0] for r in results) == [0, 2]
+    assert "state 'admitted'" in next(err for rc, err in results if rc == 2)
+    events = case.trail.events()
+    assert [e["action"] for e in events] == ["created", "transition"] and verify_trail(case.trail.path).ok
