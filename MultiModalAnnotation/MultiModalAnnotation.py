@@ -40,6 +40,8 @@ MAX_PANEL_SEED = 2147483647
 BUILTIN_TEMPLATES = ("brain-mets-mr", "liver-ct-couinaud", "lung-ct", "ra-hand-foot-mtss", "thyroid-us-tirads")
 #: Mask layouts of an export package.
 PACKAGE_LAYOUTS = ("per_mask", "labelmap")
+#: Review opinions (MultiModalAnnotationLib.provenance.review.OPINIONS; a test keeps them equal).
+REVIEW_OPINIONS = ("accept", "request_change", "reject")
 
 
 def _requireCore() -> None:
@@ -90,6 +92,10 @@ class MultiModalAnnotationParameterNode:
     annotator - pseudonymous annotator id.
     packageLayout - per_mask or labelmap.
     exportZip - write the package as a zip file.
+    caseActor - pseudonymous id of the person reviewing in the case workflow section.
+    reviewTarget - annotation id (or "case") a review opinion is about.
+    reviewOpinion - accept, request_change or reject.
+    reviewComment - why (recorded in the audit trail).
     """
 
     sampleKind: Annotated[str, Choice(list(SAMPLE_KINDS))] = SAMPLE_KINDS[0]
@@ -99,6 +105,10 @@ class MultiModalAnnotationParameterNode:
     annotator: str = ""
     packageLayout: Annotated[str, Choice(list(PACKAGE_LAYOUTS))] = PACKAGE_LAYOUTS[0]
     exportZip: bool = False
+    caseActor: str = ""
+    reviewTarget: str = "case"
+    reviewOpinion: Annotated[str, Choice(list(REVIEW_OPINIONS))] = REVIEW_OPINIONS[0]
+    reviewComment: str = ""
 
 
 #
@@ -133,6 +143,8 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.createSegmentationButton.connect("clicked(bool)", self.onCreateSegmentationButton)
         self.ui.saveDocumentButton.connect("clicked(bool)", self.onSaveDocumentButton)
         self.ui.exportPackageButton.connect("clicked(bool)", self.onExportPackageButton)
+        self.ui.showCaseButton.connect("clicked(bool)", self.onShowCaseButton)
+        self.ui.submitReviewButton.connect("clicked(bool)", self.onSubmitReviewButton)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -240,6 +252,37 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                                             asZip=bool(self._parameterNode.exportZip), taskPath=taskPath)
             self.ui.annotationStatusLabel.text = _(
                 "Exported the package to {path}; its manifest lists the SHA-256 of every file.").format(path=path)
+
+    def _caseFolder(self) -> str:
+        folder = str(self.ui.caseFolderPathLineEdit.currentPath or "").strip()
+        if folder:
+            self.ui.caseFolderPathLineEdit.addCurrentPathToHistory()
+        return folder
+
+    def _showCaseInfo(self, info: Any) -> None:
+        summary = info["summary"]
+        self.ui.caseStateLabel.text = _(
+            "Case {case}: {state} (current version {current}, {events} events). Allowed next: {allowed}."
+        ).format(case=info["case"], state=info["state"], current=summary.get("current") or "-",
+                 events=summary.get("events", 0), allowed="; ".join(summary.get("allowed", [])))
+        self.ui.caseHistoryListWidget.clear()
+        self.ui.caseHistoryListWidget.addItems(info["lines"])
+
+    def onShowCaseButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to read the case."), waitCursor=True):
+            info = self.logic.showCase(self._caseFolder(), self._documentNode)
+            self._showCaseInfo(info)
+            self.ui.workflowStatusLabel.text = _("Audit trail intact; segment status follows the case state.")
+
+    def onSubmitReviewButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The review was not recorded."), waitCursor=True):
+            info = self.logic.submitReview(self._caseFolder(), self._parameterNode.caseActor,
+                                           self._parameterNode.reviewTarget, self._parameterNode.reviewOpinion,
+                                           self._parameterNode.reviewComment, self._documentNode)
+            self._showCaseInfo(info)
+            self.ui.workflowStatusLabel.text = _("Recorded the review opinion in the audit trail.")
 
 
 #
@@ -374,6 +417,46 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         target = self._newPath(outputDir, f"{document.task_id}-package", ".zip" if asZip else "")
         return str(export_package(target, document, labelTemplate, task=task, masks=masks, layout=layout,
                                   as_zip=asZip))
+
+    def showCase(self, caseFolder: str, documentNode: Any = None, scene: Any = None) -> Any:
+        """Read the case in ``caseFolder`` (trail verified), keep it in the scene's case node, and set
+        the status of the document's segments from the case state. Returns the case node's content
+        (case, folder, state, summary, history) and ``lines``, the history as text."""
+        _requireCore()
+        from MultiModalAnnotationLib.mrml.documents import REF_SEGMENTATION
+        from MultiModalAnnotationLib.mrml.workflow import (
+            apply_case_state,
+            history_lines,
+            read_case_node,
+            write_case_node,
+        )
+        from MultiModalAnnotationLib.provenance.case import Case
+
+        if not caseFolder:
+            raise ValueError(_("Choose the case folder."))
+        scene = scene or slicer.mrmlScene
+        case = Case(caseFolder)
+        state = case.state()
+        history = case.history()
+        node = write_case_node(scene, state, caseFolder, history)
+        segmentation = documentNode.GetNodeReference(REF_SEGMENTATION) if documentNode is not None else None
+        if segmentation is not None:
+            apply_case_state(segmentation, state)
+        info = read_case_node(node)
+        info["lines"] = history_lines(history)
+        return info
+
+    def submitReview(self, caseFolder: str, actor: str, target: str, opinion: str, comment: str = "",
+                     documentNode: Any = None, scene: Any = None) -> Any:
+        """Record a reviewer's opinion on ``target`` (annotation id or ``case``) in the case's audit
+        trail, then show the case again (see :meth:`showCase`)."""
+        _requireCore()
+        from MultiModalAnnotationLib.provenance.case import Case
+
+        if not caseFolder:
+            raise ValueError(_("Choose the case folder."))
+        Case(caseFolder).review(actor.strip(), {target.strip() or "case": opinion}, comment.strip() or None)
+        return self.showCase(caseFolder, documentNode, scene)
 
     @staticmethod
     def _newPath(outputDir: str, stem: str, suffix: str) -> str:

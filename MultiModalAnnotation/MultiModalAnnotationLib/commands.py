@@ -177,7 +177,7 @@ def _cmd_package_export(args: argparse.Namespace) -> int:
     document = read_document(args.document, template)
     task = read_task(args.task) if args.task else None
     out = export_package(args.out, document, template, task=task, source_dir=Path(args.document).resolve().parent,
-                         layout=args.layout, as_zip=args.zip)
+                         layout=args.layout, as_zip=args.zip, audit=args.audit)
     emit_json(args.json, {"package": str(out), "layout": args.layout, "zip": bool(args.zip)})
     if args.json != "-":
         print(f"wrote package {out}")
@@ -274,6 +274,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="new folder (or .zip with --zip)")
     p.add_argument("--layout", choices=("per_mask", "labelmap"), default="per_mask", help="mask layout")
     p.add_argument("--zip", action="store_true", help="write one zip file")
+    p.add_argument("--audit", metavar="TRAIL", help="ship this audit.jsonl (verified) with the package (R-5.6)")
     add_json_option(p)
     p.set_defaults(func=_cmd_package_export, command="package export")
     p = psub.add_parser("verify", help="check a package against its manifest",

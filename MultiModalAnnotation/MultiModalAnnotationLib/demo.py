@@ -19,8 +19,10 @@ against the same labels (R-5.7); quality control (QCMetrics):
 a realistic second reader is made from the ground truth (the largest structure shifted by one
 voxel, a lesion eroded, one lesion missed when there are three or more, one extra lesion) and
 compared with it, writing ``qc/report.html`` (+ JSON, CSV), and the QC must find exactly the
-planted disagreements; write ``report.json`` and a self-contained ``report.html`` linking the QC
-report. The exit status is 0 when every check passed and 1 otherwise (the report says which).
+planted disagreements; the case walks the workflow (two readers compared, review, QC, frozen as
+release 1.0), every step in a hash-chained audit trail that is verified and shipped in a release
+package; write ``report.json`` and a self-contained ``report.html`` linking the QC report.
+The exit status is 0 when every check passed and 1 otherwise (the report says which).
 """
 
 from __future__ import annotations
@@ -288,9 +290,87 @@ def annotation_step(out: Path, kind: str, checks: List[Dict[str, Any]], key: byt
     counts: Dict[str, int] = {}
     for item in document.annotations:
         counts[item.type] = counts.get(item.type, 0) + 1
+    workflow = workflow_step(out, document, masks, template, checks)
     return {"template": f"{template.id} {template.version}", "task_id": document.task_id,
             "image": document.image.series_key, "annotations": len(document.annotations), "by_type": counts,
-            "package": str(package_dir.relative_to(out)), "package_files": report.n_files, "exports": exports}
+            "package": str(package_dir.relative_to(out)), "package_files": report.n_files, "exports": exports,
+            "workflow": workflow}
+
+
+#: People of the demo's task (pseudonymous ids, as a task lists them).
+DEMO_PEOPLE = {"annotator": ["A01", "A02"], "reviewer": ["R01"], "arbiter": ["J01"], "qc": ["Q01"],
+               "administrator": ["ADM1"]}
+
+
+def demo_task(document: Any) -> Any:
+    """The task of the demo case: the document's objects, two readers, one reviewer, every role."""
+    from .tasks import task_from_dict
+
+    return task_from_dict(_demo_task_data(document))
+
+
+def _demo_task_data(document: Any) -> Dict[str, Any]:
+    from .schemas import schema_id
+
+    return {
+        "schema": schema_id("task"), "task_id": document.task_id, "version": "1.0",
+        "goal": {"en": "Demo: ground truth of the sample case through the review workflow.",
+                 "zh": "演示：样例病例的金标准经过审核流程。"},
+        "usage": "model_validation",
+        "data": [{"name": document.image.series_key or "image", "kind": "image", "modality": document.image.modality,
+                  "role": "reference"}],
+        "template": {"id": document.template_id, "version": document.template_version},
+        "objects": [{"label_code": code, "annotation_types": ["mask"], "required": True, "multiple": True}
+                    for code in sorted({a.label_code for a in document.annotations})],
+        "outputs": [{"kind": "annotation_document", "format": "json"}],
+        "qc": {"dice_threshold": 0.75, "fusion_deviation_mm": 3.0, "time_deviation_days": 90, "sampling_ratio": 1.0},
+        "roles": [{"role": role, "scope": "all", "people": people} for role, people in DEMO_PEOPLE.items()],
+        "review": {"high_risk": False, "readers": 2, "reviewers": 1, "score_difference": 1},
+    }
+
+
+def workflow_step(out: Path, document: Any, masks: Dict[str, np.ndarray], template: Any,
+                  checks: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The demo case through the workflow (R-5.6, R-6.8 - R-6.10): created, admitted,
+    de-identified, preprocessed, two readers, reader comparison, review, QC, frozen as release
+    1.0 - every step in a hash-chained audit trail - then a release package with the trail."""
+    from .package import export_package, verify_package
+    from .provenance.audit import verify_trail
+    from .provenance.case import Case
+
+    folder = out / "workflow_case"
+    case = Case.create(folder, "DEMO_CASE", demo_task(document), template, "ADM1",
+                       reason="demo case from the de-identified sample")
+    for target in ("admitted", "deidentified", "preprocessed", "annotating"):
+        case.advance("ADM1", "administrator", target)
+    for reader in DEMO_PEOPLE["annotator"]:
+        case.save_version(reader, "annotator", document, masks)
+    case.advance("A01", "annotator", "in_review")
+    compared = case.compare("R01", consensus=())  # consensus proposals are for the arbiter: none needed here
+    case.review("R01", {"case": "accept"})
+    case.advance("R01", "reviewer", "qc")
+    case.qc_result("Q01", True, {"readers_agree": not compared["details"]["disagreement"]})
+    case.freeze("ADM1", "1.0", "demo", "ground truth of the sample case")
+    trail = verify_trail(folder / "audit.jsonl")
+    verified = case.verify()
+    state = case.state()
+    checks.append(_check("workflow: the case walked received -> frozen, every step in the audit trail",
+                         state.state.value == "frozen" and trail.ok and trail.n_events == 13,
+                         trail.line().replace(str(folder / "audit.jsonl"), "workflow_case/audit.jsonl"),
+                         events=trail.n_events))
+    checks.append(_check("workflow: frozen release 1.0 verifies (checksums, read-only, anchored in the trail)",
+                         verified.ok, "; ".join(verified.problems + verified.releases.get("1.0", [])[:3]) or
+                         "release files unchanged and read-only"))
+    release_package = out / "release_package"
+    export_package(release_package, document, template, masks=masks, audit=folder / "audit.jsonl")
+    report = verify_package(release_package)
+    checks.append(_check("release package ships the audit trail (listed in the manifest, chain verified)",
+                         report.ok, "; ".join(report.lines()[:3]) or f"{trail.n_events} events shipped"))
+    return {"case": state.case_id, "folder": str(folder.relative_to(out)), "state": state.state.value,
+            "events": trail.n_events, "last_hash": trail.last_hash, "trail_intact": trail.ok,
+            "release": "1.0", "release_package": str(release_package.relative_to(out)),
+            "readers_agree": not compared["details"]["disagreement"],
+            "steps": [f"{h['action']} {h['transition'] or ''}".strip() for h in case.history()]}
 
 
 def second_reader(labels: np.ndarray, entries: List[Dict[str, Any]], seed: int) -> tuple[np.ndarray, Dict[str, Any]]:
@@ -538,6 +618,16 @@ def render_html(report: Dict[str, Any]) -> str:
                            f"{esc(annotation['image'])} grid. Package <code>{esc(annotation['package'])}</code> with "
                            f"{annotation['package_files']} files; template exports in "
                            f"<code>template_exports/</code>.</p>")
+        workflow = annotation.get("workflow")
+        if workflow:
+            intact = "intact" if workflow["trail_intact"] else "BROKEN"
+            annotation_html += (
+                f"<h3>Workflow and audit trail</h3><p>Case {esc(workflow['case'])} walked to "
+                f"<b>{esc(workflow['state'])}</b> (release {esc(workflow['release'])}); audit trail "
+                f"<code>{esc(workflow['folder'])}/audit.jsonl</code> verified <b>{intact}</b>: "
+                f"{workflow['events']} hash-chained events, last hash <code>{esc(str(workflow['last_hash'])[:16])}"
+                f"</code>&hellip;. Steps: {esc(', '.join(workflow['steps']))}. Release package "
+                f"<code>{esc(workflow['release_package'])}</code> ships the trail.</p>")
     else:
         annotation_html = f"<p>{esc(annotation.get('note', 'not run'))}</p>"
 

@@ -63,6 +63,8 @@ DOCUMENT = "annotation.json"
 TEMPLATE = "template.json"
 TASK = "task.json"
 LABELMAP = "masks/labelmap.nii.gz"
+AUDIT_TRAIL = "audit.jsonl"
+AUDIT_HEAD = "audit.head.json"
 LAYOUTS = ("per_mask", "labelmap")
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -100,18 +102,20 @@ class VerifyReport:
     extra: List[str] = field(default_factory=list)
     unsafe: List[str] = field(default_factory=list)
     n_files: int = 0
+    audit: List[str] = field(default_factory=list)  # problems of the shipped audit trail
 
     @property
     def ok(self) -> bool:
-        return not (self.changed or self.missing or self.extra or self.unsafe)
+        return not (self.changed or self.missing or self.extra or self.unsafe or self.audit)
 
     def lines(self) -> List[str]:
         return ([f"changed: {p}" for p in self.changed] + [f"missing: {p}" for p in self.missing]
-                + [f"extra: {p}" for p in self.extra] + [f"unsafe: {p}" for p in self.unsafe])
+                + [f"extra: {p}" for p in self.extra] + [f"unsafe: {p}" for p in self.unsafe]
+                + [f"audit: {p}" for p in self.audit])
 
     def to_dict(self) -> Dict[str, Any]:
         return {"ok": self.ok, "n_files": self.n_files, "changed": self.changed, "missing": self.missing,
-                "extra": self.extra, "unsafe": self.unsafe}
+                "extra": self.extra, "unsafe": self.unsafe, "audit": self.audit}
 
 
 # --------------------------------------------------------------------------- export
@@ -139,13 +143,16 @@ def _mask_of(document: AnnotationDocument, annotation_id: str, source_dir: Path,
 def export_package(out: PathLike, document: AnnotationDocument, template: LabelTemplate, *,
                    task: Optional[TaskDefinition] = None, source_dir: Optional[PathLike] = None,
                    masks: Optional[Mapping[str, np.ndarray]] = None, layout: str = "per_mask",
-                   as_zip: bool = False) -> Path:
+                   as_zip: bool = False, audit: Optional[PathLike] = None) -> Path:
     """Write a package to the new folder (or ``.zip`` file) ``out`` and return its path.
 
     Mask voxels come from ``masks`` (annotation id -> ``[k, j, i]`` array) or from the document's
     mask files relative to ``source_dir``. The document is checked against the template and the
     geometry first; nothing is written when it has a problem. A labelmap layout refuses
     overlapping masks (a voxel has one value): use ``per_mask`` for nested structures.
+
+    ``audit`` (an ``audit.jsonl``) ships the case's audit trail with its head (R-5.6): it is
+    verified first, copied, listed in the manifest and checked again by :func:`verify_package`.
     """
     if layout not in LAYOUTS:
         raise InputError(f"{layout!r} is not one of {', '.join(LAYOUTS)}", field="layout")
@@ -157,6 +164,27 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
         raise DocumentError(problems)
     source = Path(source_dir) if source_dir is not None else Path.cwd()
     grid = document.image.geometry
+    trail_events = None
+    trail_source = audit
+    trail_bytes = (b"", b"")
+    if trail_source is not None:
+        from .provenance.audit import AuditTrail, head_path
+
+        if not Path(trail_source).is_file():
+            raise InputError("no such audit trail", file=str(trail_source))
+        # read under the trail's lock (an append cannot slip in between the check and the copy);
+        # a broken trail is refused, naming its first broken event
+        if os.access(trail_source, os.W_OK):
+            with AuditTrail(trail_source).transaction() as tx:
+                trail_events = list(tx.events)
+                trail_bytes = (Path(trail_source).read_bytes(), head_path(trail_source).read_bytes())
+        else:  # a read-only trail (a release's copy) takes no appends: no lock needed
+            from .provenance.audit import read_trail
+
+            trail_bytes = (Path(trail_source).read_bytes(), head_path(trail_source).read_bytes())
+            trail_events = read_trail(trail_source)
+        if not trail_events:
+            raise InputError("the audit trail is empty", file=str(trail_source))
     target = Path(out)
     if as_zip and target.exists():
         raise InputError("exists; packages never overwrite, choose a new name", file=str(target))
@@ -200,16 +228,19 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
                 relative = f"masks/{item.id}.nii.gz"
                 write_nifti(root / relative, voxels.astype(np.uint8), grid, label_map=True, description=item.label_code)
                 annotations.append(item.with_data(mask_file=relative, mask_value=None))
-            audit = list(document.metadata.get("audit", []))
-            audit.append({"time": now_utc(), "actor": "MultiModalAnnotation", "action": "exported",
+            audit_log = list(document.metadata.get("audit", []))
+            audit_log.append({"time": now_utc(), "actor": "MultiModalAnnotation", "action": "exported",
                           "detail": f"package layout {layout}"})
-            exported = document.replace(annotations=annotations, metadata={**document.metadata, "audit": audit})
+            exported = document.replace(annotations=annotations, metadata={**document.metadata, "audit": audit_log})
             from .documents import write_document
 
             write_document(str(root / DOCUMENT), exported)
             write_json_atomic(root / TEMPLATE, template.to_dict())
             if task is not None:
                 write_json_atomic(root / TASK, task.to_dict())
+            if trail_events:
+                (root / AUDIT_TRAIL).write_bytes(trail_bytes[0])
+                (root / AUDIT_HEAD).write_bytes(trail_bytes[1])
             files = sorted(p for p in root.rglob("*") if p.is_file())
             manifest: Dict[str, Any] = {
                 "schema": schema_id("package-manifest"), "created": now_utc(),
@@ -218,6 +249,9 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
             if task is not None:
                 manifest["task"] = TASK
             manifest["layout"] = layout
+            if trail_events:
+                manifest["audit"] = {"trail": AUDIT_TRAIL, "head": AUDIT_HEAD, "events": len(trail_events),
+                                     "last_hash": trail_events[-1]["hash"]}
             manifest["files"] = [{"path": p.relative_to(root).as_posix(), "sha256": sha256_file(p),
                                   "bytes": p.stat().st_size} for p in files]
             write_json_atomic(root / MANIFEST, manifest)
@@ -330,7 +364,34 @@ def verify_package(path: PathLike) -> VerifyReport:
     report.extra = sorted(set(entries) - listed)
     report.changed.sort()
     report.missing.sort()
+    if manifest.get("audit"):
+        report.audit = _audit_problems(target, manifest["audit"])
     return report
+
+
+def _audit_problems(target: Path, entry: Dict[str, Any]) -> List[str]:
+    """The shipped trail verifies and is the one the manifest records (events, last hash)."""
+    from .provenance.audit import verify_trail
+
+    folder = Path(tempfile.mkdtemp(prefix=".mmanno-audit-")) if target.is_file() else target
+    try:
+        if target.is_file():
+            with zipfile.ZipFile(target) as archive:
+                for name in (entry["trail"], entry["head"]):
+                    if name in archive.namelist():
+                        (folder / name).write_bytes(archive.read(name))
+        if not (folder / entry["trail"]).is_file():
+            return [f"{entry['trail']} is missing"]
+        result = verify_trail(folder / entry["trail"])
+        if not result.ok:
+            return [f"event {result.first_broken}: {result.problem}"]
+        if (result.n_events, result.last_hash) != (entry["events"], entry["last_hash"]):
+            return [f"the trail has {result.n_events} events ending {str(result.last_hash)[:12]}, the manifest "
+                    f"records {entry['events']} ending {entry['last_hash'][:12]}"]
+        return []
+    finally:
+        if target.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- read
