@@ -257,3 +257,14 @@ def test_demo_passes_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert 'href="qc/report.html"' in html
     code, _, err = run(["demo", "--kind", "pet-ct", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
     assert code == 2 and "exists and is not empty" in err
+
+
+def test_startup_imports_no_heavy_library() -> None:
+    """Every ``mmanno`` run (``--help`` included) starts without pydicom, nibabel, scipy, SimpleITK,
+    highdicom, jsonschema, Pillow or openpyxl: each command imports what it uses, so a quick
+    command is quick (the RTSS and de-identification benchmarks time whole processes)."""
+    heavy = ("pydicom", "nibabel", "scipy", "SimpleITK", "highdicom", "jsonschema", "PIL", "openpyxl", "vtk", "slicer")
+    script = ("import sys; from MultiModalAnnotationLib.cli import build_parser; build_parser(); "
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

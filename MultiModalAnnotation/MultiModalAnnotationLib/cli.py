@@ -40,9 +40,13 @@ def install_template_loader() -> None:
 
     if cliutil.label_set_loader is None:
         cliutil.label_set_loader = load_label_set
+    cliutil.reader_hooks.append(_install_qc_readers)  # qc compare/batch read annotation packages too
+
+
+def _install_qc_readers() -> None:
     from .qc_readers import install
 
-    install()  # qc compare/batch read annotation packages too
+    install()
 
 
 def build_parser() -> argparse.ArgumentParser:

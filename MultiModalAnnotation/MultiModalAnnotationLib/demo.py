@@ -37,13 +37,13 @@ import numpy as np
 
 from RTSSBridgeLib.cli import inspect_path
 from RTSSBridgeLib.cliutil import EXIT_FAILED_CHECK, EXIT_OK, Progress, add_json_option, emit_json
-from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
 from RTSSBridgeLib.fileio import write_json_atomic, write_text_atomic
 from RTSSBridgeLib.geometry import ImageGeometry
-from RTSSBridgeLib.nifti import read_nifti, write_nifti
 from RTSSBridgeLib.uids import keyed_uid
 
 from . import __version__
+
+# pydicom and nibabel are imported inside the steps: ``mmanno`` starts without them.
 
 #: A geometry read back from NIfTI-1 may differ by float32 rounding of the affine.
 NIFTI1_TOLERANCE_MM = 1e-3
@@ -122,6 +122,8 @@ def run_intake(out: Path, case_root: Path, kind: str, quiet: bool = False) -> Di
 
 def run_demo(out: Path, kind: str = "ct-chest", seed: int = 0, quiet: bool = False) -> Dict[str, Any]:
     """Run the pipeline into the new folder ``out`` and return the report (also written there)."""
+    from RTSSBridgeLib.dicom_series import read_volume, scan_dicom
+    from RTSSBridgeLib.nifti import read_nifti, write_nifti
     from RTSSBridgeLib.samples import write_sample
 
     started = time.monotonic()
@@ -345,6 +347,7 @@ def run_qc_step(out: Path, labels_path: Path, entry: Dict[str, Any], image: Any,
     from QCMetricsLib.config import QCConfig
     from QCMetricsLib.readers import read_labeled_volume
     from QCMetricsLib.report import write_case_outputs
+    from RTSSBridgeLib.nifti import write_nifti
 
     reference = read_labeled_volume(str(labels_path))
     if image is not None and image[1].isclose(reference.geometry, NIFTI1_TOLERANCE_MM):
@@ -443,6 +446,7 @@ def structure_set_round_trip(out: Path, manifest: Dict[str, Any], scan: Any, che
     must have been remapped consistently with the images (R-7.3). Returns the report section (None
     for kinds without a 3-D labelled series).
     """
+    from RTSSBridgeLib.nifti import read_nifti
     from RTSSBridgeLib.problems import ProblemCode
     from RTSSBridgeLib.roi import RoiMask, dice
     from RTSSBridgeLib.rtss_export import ExportOptions, export_rtss

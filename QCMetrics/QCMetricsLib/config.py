@@ -17,8 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from RTSSBridgeLib.errors import InputError
 from RTSSBridgeLib.resources import schema_path
 
-from .detection import DetectionOptions
-from .metrics import MetricOptions
+from .options import DetectionOptions, MetricOptions
 
 SCHEMA_ID = "https://multimodalannotation.github.io/schemas/qc-config/v1"
 DOMAINS = ("image", "bbox", "mask")

@@ -42,37 +42,7 @@ from .metrics import (
     metric,
     register,
 )
-
-CRITERIA = ("overlap", "centre")
-CONNECTIVITY = {6: 1, 18: 2, 26: 3}
-
-
-@dataclass(frozen=True)
-class DetectionOptions:
-    """How objects are found and matched."""
-
-    criterion: str = "overlap"
-    min_iou: float = 0.0
-    max_centre_distance_mm: float = 5.0
-    connectivity: int = 26
-    min_object_voxels: int = 1
-
-    def __post_init__(self) -> None:
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
-        if self.connectivity not in CONNECTIVITY:
-            raise ValueError(f"connectivity must be 6, 18 or 26, got {self.connectivity!r}")
-        if not 0.0 <= self.min_iou < 1.0:
-            raise ValueError(f"min_iou must be in [0, 1), got {self.min_iou!r}")
-        if not self.max_centre_distance_mm > 0:
-            raise ValueError(f"max_centre_distance_mm must be positive, got {self.max_centre_distance_mm!r}")
-        if self.min_object_voxels < 1:
-            raise ValueError(f"min_object_voxels must be at least 1, got {self.min_object_voxels!r}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"criterion": self.criterion, "min_iou": self.min_iou,
-                "max_centre_distance_mm": self.max_centre_distance_mm, "connectivity": self.connectivity,
-                "min_object_voxels": self.min_object_voxels}
+from .options import CONNECTIVITY, DetectionOptions
 
 
 @dataclass

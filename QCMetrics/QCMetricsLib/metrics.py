@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 import numpy as np
 
 from .kernels import PairStatistics
+from .options import MetricOptions
 
 NAN = float("nan")
 
@@ -80,20 +81,6 @@ class MetricValue:
         if math.isnan(self.value):
             return None
         return float(self.value)
-
-
-@dataclass(frozen=True)
-class MetricOptions:
-    """Parameters of the pair metrics (printed with the numbers they change)."""
-
-    nsd_tolerance_mm: float = 2.0
-    percentile: float = 95.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.nsd_tolerance_mm) and self.nsd_tolerance_mm >= 0):
-            raise ValueError(f"nsd_tolerance_mm must be a non-negative number, got {self.nsd_tolerance_mm!r}")
-        if not 0 < self.percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile!r}")
 
 
 BOTH_EMPTY_AGREE = "both masks empty: agreement on absence (Metrics Reloaded convention)"

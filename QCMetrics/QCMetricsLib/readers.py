@@ -326,6 +326,9 @@ def register_reader(reader: Reader, first: bool = True) -> None:
 def read_labeled_volume(path: str, series: Optional[str] = None) -> LabeledVolume:
     """Read REF or TEST with the first reader that accepts it (InputError naming the formats when
     none does)."""
+    from RTSSBridgeLib.cliutil import run_reader_hooks
+
+    run_reader_hooks()  # readers registered by higher modules (annotation packages)
     p = os.fspath(path)
     if not os.path.exists(p):
         raise InputError("no such file or folder", file=p)

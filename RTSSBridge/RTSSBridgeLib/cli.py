@@ -7,14 +7,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from .cliutil import EXIT_BAD_INPUT, EXIT_OK, Progress, add_json_option, emit_json, fail
-from .dicom_series import DicomScan, attach_loose_problems, read_volume, scan_dicom
 from .errors import InputError
-from .nifti import is_nifti_path, read_nifti
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Heavy libraries (numpy, pydicom, nibabel...) are imported inside the commands so that every
+# ``mmanno`` invocation, ``--help`` included, starts without them (Testing/test_cli.py checks).
 
 
 def voxel_summary(voxels: np.ndarray) -> Dict[str, Any]:
@@ -23,6 +25,8 @@ def voxel_summary(voxels: np.ndarray) -> Dict[str, Any]:
     ``sha256_float64`` hashes the values as little-endian float64 in ``[k, j, i]`` order, so two
     readers that produce the same values agree whatever integer type each chose.
     """
+    import numpy as np
+
     as64 = np.ascontiguousarray(voxels, dtype="<f8")
     return {
         "dtype": str(voxels.dtype),
@@ -38,13 +42,16 @@ def inspect_path(path: str, read_voxels: bool = True, progress: Any = None) -> L
 
     Raises :class:`InputError` when nothing can be loaded (the message says why).
     """
+    from .dicom_series import attach_loose_problems, read_volume, scan_dicom
+    from .nifti import is_nifti_path, read_nifti
+
     if os.path.isfile(path) and is_nifti_path(path):
         image = read_nifti(path)
         entry = image.summary()
         entry["voxels"] = voxel_summary(image.voxels) if read_voxels else None
         entry["loaded"] = True
         return [entry]
-    scan: DicomScan = scan_dicom(path, progress=progress)
+    scan = scan_dicom(path, progress=progress)
     if not scan.series:
         codes: Dict[str, int] = {}
         for p in scan.problems:

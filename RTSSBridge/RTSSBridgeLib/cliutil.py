@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, List, Optional, TextIO
 
 from .errors import InputError
 from .fileio import write_json_atomic
@@ -90,6 +90,17 @@ def fail(command: str, reason: str, code: int = EXIT_BAD_INPUT) -> int:
 #: belong to MultiModalAnnotation, which the lower modules must not import; its command line sets
 #: this at start-up (dependency inversion), so RTSSBridge and QCMetrics commands can take templates.
 label_set_loader: Optional[Callable[[str], LabelSet]] = None
+
+
+#: Called (each once, in order) before a QC command reads its inputs: MultiModalAnnotation adds
+#: the reader of its annotation packages this way without the lower modules importing it, and
+#: without loading QCMetrics for commands that do not need it.
+reader_hooks: List[Callable[[], None]] = []
+
+
+def run_reader_hooks() -> None:
+    while reader_hooks:
+        reader_hooks.pop(0)()
 
 
 def load_label_set(path: str) -> LabelSet:

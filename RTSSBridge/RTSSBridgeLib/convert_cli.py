@@ -14,16 +14,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from .cliutil import EXIT_OK, Progress, add_json_option, emit_json, fail, load_label_set
-from .dicom_series import DicomSeries, scan_dicom
 from .errors import InputError
 from .fileio import atomic_directory, write_json_atomic
 from .labels import LabelSet
-from .nifti import is_nifti_path, read_nifti_geometry
-from .roi import worst
-from .structures import ReferenceGrid, RoiSet, validate_report
+
+if TYPE_CHECKING:
+    from .dicom_series import DicomSeries
+    from .structures import RoiSet
+
+# The conversion machinery (pydicom, numpy, nibabel, highdicom) is imported inside the commands:
+# ``mmanno`` starts without it (Testing/test_cli.py::test_startup_imports_no_heavy_library).
+
+
+def _is_nifti_path(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
 
 
 def sidecar_path(labelmap_path: str) -> str:
@@ -39,6 +46,8 @@ def _template(path: Optional[str]) -> Optional[LabelSet]:
 
 
 def _print_rois(result: RoiSet, stream: Any = None) -> None:
+    from .roi import worst
+
     out = stream or sys.stdout
     for roi in result.rois:
         code = f" -> {roi.label.code}" if roi.label is not None else ""
@@ -57,10 +66,12 @@ def _print_rois(result: RoiSet, stream: Any = None) -> None:
 
 
 def _import(args: argparse.Namespace, kind: str) -> int:
+    from .structures import ReferenceGrid, validate_report
+
     command = f"{kind} import"
     progress = Progress("reading series headers", enabled=not args.quiet)
     try:
-        if not is_nifti_path(args.out):
+        if not _is_nifti_path(args.out):
             raise InputError("must end with .nii or .nii.gz (a NIfTI labelmap)", file=args.out, field="--out")
         label_set = _template(args.template)
         if kind == "rtss":
@@ -100,6 +111,8 @@ def _import(args: argparse.Namespace, kind: str) -> int:
 def _pick_series(folder: str, series_uid: Optional[str], mask_geometry: Any, progress: Any) -> DicomSeries:
     """The image series of ``folder`` to reference: ``--series-uid``, else the only one, else the
     one whose grid is the masks' grid (an error names the candidates when that is ambiguous)."""
+    from .dicom_series import scan_dicom
+
     if not os.path.exists(folder):
         raise InputError("no such folder", file=folder, field="--series")
     scan = scan_dicom(folder, progress=progress)
@@ -131,11 +144,13 @@ def _export(args: argparse.Namespace, kind: str) -> int:
     progress = Progress("reading series headers", enabled=not args.quiet)
     try:
         from .labelmap import read_labelmap, read_masks
+        from .nifti import read_nifti_geometry
         from .rtss_export import ExportOptions
+        from .structures import ReferenceGrid, validate_report
 
         label_set = _template(args.template)
         for path in args.masks:
-            if not is_nifti_path(path):
+            if not _is_nifti_path(path):
                 raise InputError("must be a NIfTI file (.nii or .nii.gz)", file=path, field="MASK")
         first_geometry = read_nifti_geometry(args.masks[0])
         series = _pick_series(args.series, args.series_uid, first_geometry, progress)

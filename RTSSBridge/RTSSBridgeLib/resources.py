@@ -17,6 +17,9 @@ from typing import List
 from .errors import InputError
 
 _MARKER = "schemas"
+#: Sub-folders of the shared resources that hold built-in documents.
+ADMISSION_PROFILES = ("profiles", "admission")
+DEID_PROFILES = ("profiles", "deid")
 
 
 def _candidates() -> List[Path]:
@@ -49,6 +52,12 @@ def resource_path(*parts: str) -> Path:
     if not path.exists():
         raise InputError("missing from the installed resources", file=str(path))
     return path
+
+
+def builtin_names(*folder: str) -> List[str]:
+    """Names (file stems) of the JSON documents shipped in a resources sub-folder, e.g.
+    ``builtin_names("profiles", "deid")``; cheap enough for a command's ``--help``."""
+    return sorted(p.stem for p in resources_dir().joinpath(*folder).glob("*.json"))
 
 
 def schema_path(name: str) -> Path:

@@ -6,10 +6,10 @@ import argparse
 import os
 from typing import Any, Dict, Optional
 
+from .. import resources
 from ..cliutil import EXIT_FAILED_CHECK, EXIT_OK, Progress, add_json_option, emit_json, fail
 from ..errors import InputError
 from ..fileio import write_text_atomic
-from .model import builtin_admission_profiles
 
 
 def default_quarantine(json_out: Optional[str], report_out: Optional[str]) -> Optional[str]:
@@ -74,8 +74,9 @@ def register(subparsers: Any) -> None:
                     "rule fails, 2 on bad input.",
     )
     p.add_argument("path", metavar="PATH", help="delivery folder (searched recursively) or one file")
+    profiles = ", ".join(resources.builtin_names(*resources.ADMISSION_PROFILES))
     p.add_argument("--profile", default="generic",
-                   help=f"admission profile: {', '.join(builtin_admission_profiles())}, or a profile JSON file "
+                   help=f"admission profile: {profiles}, or a profile JSON file "
                         "(default generic)")
     p.add_argument("--report", metavar="OUT.html", default=None, help="also write the report as an HTML page")
     p.add_argument("--quarantine", metavar="DIR", default=None,

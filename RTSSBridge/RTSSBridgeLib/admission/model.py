@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..jsonschemas import read_json
 
 PROFILE_SCHEMA = "admission-profile"
-BUILTIN_FOLDER = ("profiles", "admission")
+BUILTIN_FOLDER = resources.ADMISSION_PROFILES
 #: Files listed per finding in the report (the count is always complete).
 MAX_FILES_LISTED = 25
 
@@ -59,8 +59,7 @@ class AdmissionProfile:
 
 def builtin_admission_profiles() -> List[str]:
     """Names of the admission profiles shipped in ``Resources/profiles/admission``."""
-    folder = resources.resources_dir().joinpath(*BUILTIN_FOLDER)
-    return sorted(p.stem for p in folder.glob("*.json"))
+    return resources.builtin_names(*BUILTIN_FOLDER)
 
 
 def load_admission_profile(name_or_path: str) -> AdmissionProfile:

@@ -15,9 +15,9 @@ import os
 import sys
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from .. import resources
 from ..cliutil import EXIT_BAD_INPUT, EXIT_FAILED_CHECK, EXIT_OK, Parser, Progress, add_json_option, emit_json, fail
 from ..errors import InputError
-from .profile import builtin_profiles, load_profile_document
 
 _OPTION_FLAGS = (
     ("--retain-modified-dates", "retain_longitudinal_modified_dates",
@@ -121,7 +121,13 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def builtin_profiles() -> List[str]:
+    return resources.builtin_names(*resources.DEID_PROFILES)
+
+
 def _cmd_profiles(args: argparse.Namespace) -> int:
+    from .profile import load_profile_document
+
     rows = []
     for name in builtin_profiles():
         doc = load_profile_document(name)

@@ -29,7 +29,7 @@ from ..jsonschemas import read_json
 from .rawdicom import dictionary_vr
 
 SCHEMA = "deid-profile"
-BUILTIN_FOLDER = ("profiles", "deid")
+BUILTIN_FOLDER = resources.DEID_PROFILES
 
 #: Options this engine carries out (PS3.15 E.3); the profile table holds every option column.
 SUPPORTED_OPTIONS = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates",
@@ -133,8 +133,7 @@ class CompiledProfile:
 
 def builtin_profiles() -> List[str]:
     """Names of the profiles shipped in ``Resources/profiles/deid``."""
-    folder = resources.resources_dir().joinpath(*BUILTIN_FOLDER)
-    return sorted(p.stem for p in folder.glob("*.json"))
+    return resources.builtin_names(*BUILTIN_FOLDER)
 
 
 def profile_path(name_or_path: str) -> str:
