@@ -347,7 +347,7 @@ def _contains(container: np.ndarray, mask: Optional[np.ndarray], point: Optional
         return bool(shell.any() and np.count_nonzero(shell & inside) >= opts.containment_fraction *
                     np.count_nonzero(shell))
     if point is not None:
-        i, j, k = (int(round(float(v))) for v in point)
+        i, j, k = (round(float(v)) for v in point)
         if not (0 <= k < container.shape[0] and 0 <= j < container.shape[1] and 0 <= i < container.shape[2]):
             return False
         window = container[max(k - 1, 0):k + 2, max(j - 1, 0):j + 2, max(i - 1, 0):i + 2]
@@ -500,7 +500,8 @@ def _location_check(claims: List[Claim], facts: RegionFacts, template: LabelTemp
             results.append(Check("location", "consistent", note, claim.text, span, claim.value))
         else:
             where = ", ".join(f"{p} ({facts.location_sources.get(p)})" for p in specific)
-            results.append(Check("location", "inconsistent", f"text says {' or '.join(codes)} (\u201c{claim.text}\u201d) "
+            results.append(Check("location", "inconsistent",
+                                 f"text says {' or '.join(codes)} (\u201c{claim.text}\u201d) "
                                  f"but the region lies in {where}", claim.text, span, claim.value))
     for wanted in ("consistent", "inconsistent"):
         for r in results:

@@ -153,9 +153,8 @@ def _full_stop_ends_sentence(text: str, dot: int, sentence_start: int) -> bool:
         return False
     if _is_list_marker(text, dot, sentence_start):
         return False
-    if following and following.isascii() and following.islower():
-        return False  # "sl. enlarged": an unlisted abbreviation, not a sentence start
-    return True
+    # "sl. enlarged": a lower-case word after the dot is an unlisted abbreviation, not a sentence start
+    return not (following and following.isascii() and following.islower())
 
 
 def split_sentences(text: str) -> List[Sentence]:
@@ -226,8 +225,8 @@ def utf16_to_code_point(text: str, utf16_offset: int) -> int:
     for index, ch in enumerate(text):
         if units >= utf16_offset:
             if units > utf16_offset:
-                raise InputError(f"UTF-16 offset {utf16_offset} falls inside the surrogate pair of U+{ord(text[index - 1]):X}",
-                                 field="offset")
+                raise InputError(f"UTF-16 offset {utf16_offset} falls inside the surrogate pair of "
+                                 f"U+{ord(text[index - 1]):X}", field="offset")
             return index
         units += 2 if ord(ch) > 0xFFFF else 1
     if units == utf16_offset:
