@@ -381,7 +381,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is not a readable XLSX"):
         read_table(str(tmp_path / "t.xlsx"), FIELDS)
     (tmp_path / "t.txt").write_text("x", "utf-8")
-    with pytest.raises(InputError, match="a table is .csv or .xlsx"):
+    with pytest.raises(InputError, match=r"a table is \.csv or \.xlsx"):
         read_table(str(tmp_path / "t.txt"), FIELDS)
 
 

@@ -259,7 +259,7 @@ def _drop_general_locations(claims: List[Claim], ancestors: Optional[Mapping[str
         for other in locations:
             if other is c:
                 continue
-            above = set()
+            above: set = set()
             for code in other.value["codes"]:
                 above.update(ancestors.get(code, ()) if ancestors is not None else _default_ancestors(code))
             if all(code in above for code in c.value["codes"]):

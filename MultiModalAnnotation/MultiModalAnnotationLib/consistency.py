@@ -301,9 +301,9 @@ def region_facts(document: AnnotationDocument, annotation_id: str, template: Lab
     vocab = vocabulary()
     for spec in vocab.data["attribute_locations"]:
         value = facts.attributes.get(spec["attribute"])
-        code = spec["values"].get(str(value)) if value is not None else None
-        if code and template.get(code) is not None:
-            for c in [code, *ancestors(template, code)]:
+        found = spec["values"].get(str(value)) if value is not None else None
+        if found and template.get(str(found)) is not None:
+            for c in [str(found), *ancestors(template, str(found))]:
                 places.setdefault(c, f"attribute {spec['attribute']}")
     roi_attr = vocab.data["roi_name"]["attribute"]
     if facts.attributes.get(roi_attr):
@@ -350,8 +350,8 @@ def _contains(container: np.ndarray, mask: Optional[np.ndarray], point: Optional
         i, j, k = (round(float(v)) for v in point)
         if not (0 <= k < container.shape[0] and 0 <= j < container.shape[1] and 0 <= i < container.shape[2]):
             return False
-        window = container[max(k - 1, 0):k + 2, max(j - 1, 0):j + 2, max(i - 1, 0):i + 2]
-        return bool(container[k, j, i]) or bool(np.mean(window) >= opts.containment_fraction)
+        near = container[max(k - 1, 0):k + 2, max(j - 1, 0):j + 2, max(i - 1, 0):i + 2]
+        return bool(container[k, j, i]) or bool(np.mean(near) >= opts.containment_fraction)
     return False
 
 

@@ -140,8 +140,8 @@ def _is_list_marker(text: str, dot: int, sentence_start: int) -> bool:
 
 def _full_stop_ends_sentence(text: str, dot: int, sentence_start: int) -> bool:
     after = text[dot + 1] if dot + 1 < len(text) else ""
-    if after and (after.isascii() and after.isalnum()):
-        return False  # 1.5, e.g., U.S., www.x.cn, No.3
+    if after and after.isalnum() and not _is_cjk(after):
+        return False  # 1.5, １．５ (full width), e.g., U.S., www.x.cn, No.3
     if after and after in _FULL_STOPS:
         return False  # an ellipsis "..." ends (or not) at its last dot
     token = _previous_token(text, dot).lower()

@@ -81,7 +81,7 @@ def lps_to_position(lps: Sequence[float], geometry: ImageGeometry) -> Tuple[int,
     """Seed 001 ``(x, y, z)`` of a physical point; the point must be on a voxel centre (within
     :data:`ON_VOXEL_TOLERANCE` voxels), so that the conversion is exact both ways."""
     ijk = geometry.lps_to_ijk(np.asarray(lps, dtype=float))
-    return ijk_to_position(ijk)
+    return ijk_to_position([float(v) for v in ijk])
 
 
 def ijk_to_position(ijk: Sequence[float]) -> Tuple[int, int, int]:

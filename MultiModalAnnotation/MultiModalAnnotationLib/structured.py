@@ -373,7 +373,8 @@ class Table:
         if problems:
             raise TableError(problems, file=file)
         fields = FieldDefinitions.from_dict(data["fields"], file=file)
-        table = cls(str(data["id"]), fields, tuple(data["columns"]), tuple(Record.from_dict(r) for r in data["records"]),
+        table = cls(str(data["id"]), fields, tuple(data["columns"]),
+                    tuple(Record.from_dict(r) for r in data["records"]),
                     copy.deepcopy(data.get("source", {})))
         problems = table_problems(table)
         if problems:
@@ -493,8 +494,9 @@ def read_table(path: str, fields: FieldDefinitions, table_id: Optional[str] = No
         values: Dict[str, Any] = {}
         flags: Dict[str, str] = {}
         for n, name in enumerate(header):
-            definition = fields.get(name)
-            assert definition is not None
+            found = fields.get(name)
+            assert found is not None
+            definition = found
             try:
                 value = definition.parse(cells[n])
             except ValueError as exc:
@@ -617,9 +619,10 @@ def _image_for(record: Record, definition: FieldDefinition, fields: FieldDefinit
                ) -> Optional[ImageKey]:
     if definition.exam_key:
         wanted = record.values.get(definition.exam_key)
-        role = fields.get(definition.exam_key).key if fields.get(definition.exam_key) else ""  # type: ignore[union-attr]
+        partner = fields.get(definition.exam_key)
+        role = partner.key if partner is not None else ""
         for image in keys.images:
-            if (role == "image_uid" and image.uid == wanted) or (role != "image_uid" and image.accession_number == wanted):
+            if (image.uid if role == "image_uid" else image.accession_number) == wanted:
                 return image
         return None
     return keys.images[0] if keys.images else None

@@ -100,7 +100,8 @@ def _short(text: str, n: int = 40) -> str:
 def document_section_findings(document: Dict[str, Any], side: str = "test") -> List[Finding]:
     """Findings of the image-text links and structured records of an annotation document (dict)."""
     findings: List[Finding] = []
-    links = document.get("report_links") if isinstance(document.get("report_links"), dict) else {}
+    raw_links = document.get("report_links")
+    links: Dict[str, Any] = raw_links if isinstance(raw_links, dict) else {}
     for link in links.get("links", []) if isinstance(links.get("links"), list) else []:
         if not isinstance(link, dict):
             continue
@@ -117,7 +118,8 @@ def document_section_findings(document: Dict[str, Any], side: str = "test") -> L
             who = "confirmed by a person" if person else "proposed, to be confirmed"
             findings.append(Finding("TEXT_LINK_CONSISTENCY", "error" if person else "warning",
                                     f"{where}: inconsistent ({who}): {consistency.get('note', '')}", target, side))
-    structured = document.get("structured_data") if isinstance(document.get("structured_data"), dict) else {}
+    raw_structured = document.get("structured_data")
+    structured: Dict[str, Any] = raw_structured if isinstance(raw_structured, dict) else {}
     for table in structured.get("tables", []) if isinstance(structured.get("tables"), list) else []:
         for record in table.get("records", []) if isinstance(table, dict) else []:
             deviation = record.get("time_deviation") if isinstance(record, dict) else None
