@@ -101,7 +101,7 @@ def test_report_sha256_and_json_round_trip() -> None:
     assert report.language == "zh"
     assert Report.from_dict(report.to_dict()) == report
     changed = {**report.to_dict(), "text": text + "补充。"}
-    with pytest.raises(InputError, match="sha256 .* is not the SHA-256 of its text"):
+    with pytest.raises(InputError, match=r"sha256 .* is not the SHA-256 of its text"):
         Report.from_dict(changed)
     with pytest.raises(InputError, match="the text is empty"):
         Report("R1", "  ")

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "RTSSBridgeLib.convert_cli",
     "MultiModalAnnotationLib.demo",
     "MultiModalAnnotationLib.commands",
+    "MultiModalAnnotationLib.linking_cli",
 )
 
 
