@@ -382,9 +382,17 @@ def update_report_text(document: AnnotationDocument, report_id: str, new_text: s
     becomes ``stale`` with its old offsets kept and its consistency set back to ``unchecked`` (its
     fragment must be linked again by a person). A stale link whose quote reappears is anchored again.
     """
-    section = report_links_of(document)
+    section, changes = reanchor_section(report_links_of(document), report_id, new_text)
+    return with_report_links(document, section), changes
+
+
+def reanchor_section(section: ReportLinks, report_id: str, new_text: str, old_sha256: str = ""
+                     ) -> Tuple[ReportLinks, List[AnchorChange]]:
+    """:func:`update_report_text` on a section alone (the scene adapter uses it when a report was
+    edited in its text node; ``old_sha256`` names the old text when the section has the new one)."""
     old = section.report(report_id)
     report = Report(old.id, new_text, "", old.title)
+    old_sha = old_sha256 or old.sha256
     changes: List[AnchorChange] = []
     sentences = split_sentences(new_text)
     links: List[TextLink] = []
@@ -395,7 +403,7 @@ def update_report_text(document: AnnotationDocument, report_id: str, new_text: s
         result = reanchor(link.text.anchor, new_text)
         a = result.anchor
         if result.state == "stale":
-            note = f"{result.note} (report {old.sha256[:12]} -> {report.sha256[:12]})"
+            note = f"{result.note} (report {old_sha[:12]} -> {report.sha256[:12]})"
             consistency = replace(link.consistency, state="unchecked", note="the linked text is stale", checks=(),
                                   source="automatic")
             links.append(replace(link, anchor_state="stale", anchor_note=note, consistency=consistency))
@@ -415,7 +423,7 @@ def update_report_text(document: AnnotationDocument, report_id: str, new_text: s
         changes.append(AnchorChange(link.id, links[-1].anchor_state, links[-1].anchor_note,
                                     (link.text.start, link.text.end), (links[-1].text.start, links[-1].text.end)))
     reports = tuple(report if r.id == report_id else r for r in section.reports)
-    return with_report_links(document, ReportLinks(reports, tuple(links))), changes
+    return ReportLinks(reports, tuple(links)), changes
 
 
 # --------------------------------------------------------------------------- QC findings
