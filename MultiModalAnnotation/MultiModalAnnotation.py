@@ -5,7 +5,11 @@ Thin Slicer layer over ``MultiModalAnnotationLib`` that uses the RTSSBridge and 
 The panel generates a realistic sample case (DICOM written with pydicom, with ground truth
 beside it) and loads it; its annotation section loads an approved label template (R-6.6) and a
 task, creates a coded segmentation on the reference image, records the annotator, saves the
-annotation document (Appendix C) and exports the package (R-6.11).
+annotation document (Appendix C) and exports the package (R-6.11). Its report section loads a
+report into a text node, links a selected span to a segment or point with a semantic type,
+runs the consistency aids, lists the links with their states and jumps to a link's region
+(R-8.4.2); its structured-fields section imports a CSV/XLSX table against field definitions and
+shows the case's records with units, flags and time-deviation tags (R-8.4.3).
 
 Valid Python 3.9; annotations are evaluated at run time by ``parameterNodeWrapper``.
 """
@@ -13,7 +17,7 @@ Valid Python 3.9; annotations are evaluated at run time by ``parameterNodeWrappe
 import os
 import shutil
 import tempfile
-from typing import Annotated, Any, List, Tuple
+from typing import Annotated, Any, Dict, List, Tuple
 
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
@@ -40,6 +44,10 @@ MAX_PANEL_SEED = 2147483647
 BUILTIN_TEMPLATES = ("brain-mets-mr", "liver-ct-couinaud", "lung-ct", "ra-hand-foot-mtss", "thyroid-us-tirads")
 #: Mask layouts of an export package.
 PACKAGE_LAYOUTS = ("per_mask", "labelmap")
+#: Semantic types of an image-text link (8.4.2.2), in the order of the panel's combo box.
+SEMANTIC_TYPES = ("finding", "diagnosis", "attribute", "recommendation")
+#: Built-in structured-field definitions (``Resources/structured``).
+BUILTIN_FIELDS = ("seed001-clinical", "seed001-follow-up", "seed004-mtss")
 
 
 def _requireCore() -> None:
@@ -116,6 +124,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._parameterNode: Any = None  # a MultiModalAnnotationParameterNode while the widget is shown
         self._parameterNodeGuiTag: Any = None
         self._documentNode: Any = None  # the annotation document started from the panel
+        self._reportNode: Any = None  # the report text node shown in the linking section
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -133,6 +142,14 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.createSegmentationButton.connect("clicked(bool)", self.onCreateSegmentationButton)
         self.ui.saveDocumentButton.connect("clicked(bool)", self.onSaveDocumentButton)
         self.ui.exportPackageButton.connect("clicked(bool)", self.onExportPackageButton)
+        self.ui.loadReportButton.connect("clicked(bool)", self.onLoadReportButton)
+        self.ui.linkSelectionButton.connect("clicked(bool)", self.onLinkSelectionButton)
+        self.ui.checkLinksButton.connect("clicked(bool)", self.onCheckLinksButton)
+        self.ui.linksTableWidget.connect("cellDoubleClicked(int,int)", self.onLinkCellDoubleClicked)
+        self.ui.importTableButton.connect("clicked(bool)", self.onImportTableButton)
+        self.ui.semanticTypeComboBox.addItems([_("Finding / sign"), _("Diagnosis"), _("Attribute description"),
+                                               _("Recommendation")])
+        self.ui.fieldsComboBox.addItems(list(BUILTIN_FIELDS))
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -240,6 +257,75 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                                             asZip=bool(self._parameterNode.exportZip), taskPath=taskPath)
             self.ui.annotationStatusLabel.text = _(
                 "Exported the package to {path}; its manifest lists the SHA-256 of every file.").format(path=path)
+
+
+    # ------------------------------------------------------------------ image-text links (R-8.4.2)
+    def onLoadReportButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the report."), waitCursor=True):
+            path = str(self.ui.reportFilePathLineEdit.currentPath or "").strip()
+            self._reportNode = self.logic.loadReport(self._documentNode, path)
+            self.ui.reportTextEdit.setPlainText(self._reportNode.GetText())
+            self.ui.targetComboBox.clear()
+            self.ui.targetComboBox.addItems(self.logic.linkTargets(self._documentNode))
+            self.ui.linkStatusLabel.text = _("Loaded the report; select a span, choose its type and target, "
+                                             "then link it.")
+
+    def onLinkSelectionButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to link the selected text."), waitCursor=True):
+            cursor = self.ui.reportTextEdit.textCursor()
+            annotator = self._parameterNode.annotator if self._parameterNode else ""
+            linkId = self.logic.addLink(self._documentNode, self._reportNode, cursor.selectionStart(),
+                                        cursor.selectionEnd(), self.ui.targetComboBox.currentText,
+                                        SEMANTIC_TYPES[max(self.ui.semanticTypeComboBox.currentIndex, 0)], annotator)
+            self._showLinks()
+            self.ui.linkStatusLabel.text = _("Added link {link}.").format(link=linkId)
+
+    def onCheckLinksButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to check the links."), waitCursor=True):
+            counts = self.logic.checkLinks(self._documentNode)
+            self._showLinks()
+            self.ui.linkStatusLabel.text = _(
+                "{consistent} consistent, {inconsistent} inconsistent (to confirm), {unchecked} unchecked."
+            ).format(consistent=counts.get("consistent", 0), inconsistent=counts.get("inconsistent", 0),
+                     unchecked=counts.get("unchecked", 0))
+
+    def _showLinks(self) -> None:
+        import qt
+
+        rows = self.logic.linkRows(self._documentNode)
+        table = self.ui.linksTableWidget
+        table.clearContents()
+        table.setRowCount(len(rows))
+        for row, values in enumerate(rows):
+            for column, text in enumerate(values):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        table.resizeColumnsToContents()
+
+    def onLinkCellDoubleClicked(self, row: int, column: int) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the linked region."), waitCursor=True):
+            item = self.ui.linksTableWidget.item(row, 0)
+            if item is None:
+                return
+            centre = self.logic.linkRegionCentreRas(self._documentNode, item.text())
+            slicer.modules.markups.logic().JumpSlicesToLocation(centre[0], centre[1], centre[2], True)
+
+    # ------------------------------------------------------------------ structured data (R-8.4.3)
+    def onImportTableButton(self) -> None:
+        import qt
+
+        with slicer.util.tryWithErrorDisplay(_("Failed to import the table."), waitCursor=True):
+            path = str(self.ui.tableFilePathLineEdit.currentPath or "").strip()
+            self.logic.importTable(self._documentNode, path, self.ui.fieldsComboBox.currentText,
+                                   self.ui.caseIdLineEdit.text)
+            rows = self.logic.structuredRows(self._documentNode)
+            table = self.ui.structuredTableWidget
+            table.clearContents()
+            table.setRowCount(len(rows))
+            for row, values in enumerate(rows):
+                for column, text in enumerate(values):
+                    table.setItem(row, column, qt.QTableWidgetItem(text))
+            table.resizeColumnsToContents()
+            self.ui.tableStatusLabel.text = _("Bound {count} value(s) of the case.").format(count=len(rows))
 
 
 #
@@ -374,6 +460,126 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         target = self._newPath(outputDir, f"{document.task_id}-package", ".zip" if asZip else "")
         return str(export_package(target, document, labelTemplate, task=task, masks=masks, layout=layout,
                                   as_zip=asZip))
+
+    # ------------------------------------------------------------------ image-text links (R-8.4.2)
+    def loadReport(self, documentNode: Any, path: str, reportId: str = "", scene: Any = None) -> Any:
+        """Add the UTF-8 report ``path`` to the document as a text node; returns the node."""
+        _requireCore()
+        from MultiModalAnnotationLib.linking_cli import read_report_file
+        from MultiModalAnnotationLib.links import add_report
+        from MultiModalAnnotationLib.mrml.links import add_report_node
+        from MultiModalAnnotationLib.reports_text import Report
+
+        if not path:
+            raise ValueError(_("Choose the report file."))
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        stem = "".join(c if c.isalnum() or c in "_.-" else "_" for c in os.path.splitext(os.path.basename(path))[0])
+        report = Report(reportId or f"RPT_{stem}"[:60], read_report_file(path), title=os.path.basename(path))
+        add_report(document, report)  # validates (a new id)
+        return add_report_node(documentNode, report)
+
+    def linkTargets(self, documentNode: Any, scene: Any = None) -> List[str]:
+        """Ids of the annotations a report span can be linked to (segments, points, boxes, polygons)."""
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        return [a.id for a in document.annotations if a.type in ("mask", "point", "bbox", "polygon")]
+
+    def addLink(self, documentNode: Any, reportNode: Any, startUtf16: int, endUtf16: int, targetId: str,
+                semanticType: str, annotator: str = "", scene: Any = None) -> str:
+        """Link the span of ``reportNode`` selected in a Qt text widget (UTF-16 positions) to the
+        annotation ``targetId``; returns the new link id."""
+        _requireCore()
+        from MultiModalAnnotationLib.links import add_link
+        from MultiModalAnnotationLib.mrml.links import ATTR_REPORT_ID, store_links
+        from MultiModalAnnotationLib.reports_text import utf16_to_code_point
+
+        if reportNode is None:
+            raise ValueError(_("Load a report first."))
+        text = reportNode.GetText() or ""
+        start, end = utf16_to_code_point(text, int(startUtf16)), utf16_to_code_point(text, int(endUtf16))
+        document, _masks, _template = self.currentDocument(documentNode, annotator, scene)
+        document, link = add_link(document, reportNode.GetAttribute(ATTR_REPORT_ID), min(start, end),
+                                  max(start, end), targetId, semanticType, actor=annotator.strip() or "unknown")
+        store_links(documentNode, document)
+        return link.id
+
+    def checkLinks(self, documentNode: Any, scene: Any = None) -> Dict[str, int]:
+        """Run the consistency aids on every link (proposals; a person's decision is kept); returns
+        the count of links per state."""
+        _requireCore()
+        from MultiModalAnnotationLib.consistency import check_links
+        from MultiModalAnnotationLib.mrml.links import store_links
+
+        document, masks, labelTemplate = self.currentDocument(documentNode, scene=scene)
+        checked, results = check_links(document, labelTemplate, masks)
+        store_links(documentNode, checked)
+        counts: Dict[str, int] = {}
+        for result in results:
+            counts[result.state] = counts.get(result.state, 0) + 1
+        return counts
+
+    def linkRows(self, documentNode: Any, scene: Any = None) -> List[List[str]]:
+        """Rows of the links table: id, quoted text, target, semantic type, state, note."""
+        _requireCore()
+        from MultiModalAnnotationLib.links import report_links_of
+
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        return [[link.id, link.text.quote, link.target, link.semantic_type,
+                 link.consistency.state + ("" if link.anchor_state == "anchored" else f" ({link.anchor_state})"),
+                 link.consistency.note] for link in report_links_of(document).links]
+
+    def linkRegionCentreRas(self, documentNode: Any, linkId: str, scene: Any = None) -> List[float]:
+        """RAS centre of the region a link points at (to jump the slice views there)."""
+        _requireCore()
+        from MultiModalAnnotationLib.consistency import region_facts
+        from MultiModalAnnotationLib.links import report_links_of
+        from RTSSBridgeLib.geometry import lps_to_ras
+
+        document, masks, labelTemplate = self.currentDocument(documentNode, scene=scene)
+        link = report_links_of(document).link(linkId)
+        facts = region_facts(document, link.target, labelTemplate, masks)
+        if facts.centroid_lps is None:
+            raise ValueError(_("The linked annotation has no position."))
+        return [float(v) for v in lps_to_ras(facts.centroid_lps)]
+
+    # ------------------------------------------------------------------ structured data (R-8.4.3)
+    def importTable(self, documentNode: Any, path: str, fields: str, caseId: str, imageDate: str = "",
+                    scene: Any = None) -> List[Any]:
+        """Import a CSV/XLSX table against ``fields`` (built-in id or file), bind the records of case
+        ``caseId`` to the document and show them as table nodes; returns the table nodes."""
+        _requireCore()
+        from MultiModalAnnotationLib.linking_cli import load_fields
+        from MultiModalAnnotationLib.mrml.links import store_tables
+        from MultiModalAnnotationLib.structured import CaseKeys, ImageKey, add_table, read_table
+
+        if not path:
+            raise ValueError(_("Choose the table file."))
+        if not caseId.strip():
+            raise ValueError(_("Enter the case ID the records are bound by."))
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        table = read_table(path, load_fields(fields))
+        keys = CaseKeys(caseId.strip(), (ImageKey(document.image.uid, "", imageDate),))
+        return store_tables(documentNode, add_table(document, table, keys))
+
+    def structuredRows(self, documentNode: Any, scene: Any = None) -> List[List[str]]:
+        """Rows of the structured-fields view: table, row, field, value, unit, flag or time-deviation tag."""
+        _requireCore()
+        from MultiModalAnnotationLib.structured import FieldDefinitions
+
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        rows: List[List[str]] = []
+        for table in (document.structured_data or {}).get("tables", []):
+            fields = FieldDefinitions.from_dict(table["fields"])
+            for record in table["records"]:
+                deviation = record.get("time_deviation") or {}
+                for name in table["columns"]:
+                    definition = fields.get(name)
+                    value = record["values"].get(name)
+                    note = record.get("flags", {}).get(name, "")
+                    if deviation.get("field") == name and deviation.get("tag"):
+                        note = _("time deviation: {days} days").format(days=deviation["days"])
+                    rows.append([table["id"], str(record["row"]), name, "" if value is None else str(value),
+                                 definition.unit if definition is not None else "", note])
+        return rows
 
     @staticmethod
     def _newPath(outputDir: str, stem: str, suffix: str) -> str:

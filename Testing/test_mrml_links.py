@@ -123,3 +123,42 @@ def test_table_node_edit_is_validated(mrml_scene: Any, tmp_path: Path) -> None:
     table.SetCellText(1, 1, "可能恶性")
     with pytest.raises(ValueError, match="row 3, column 分类: '可能恶性' is not one of the allowed values"):
         document_from_scene(mrml_scene, template=template)
+
+
+def test_panel_logic_links_and_tables_on_the_scene(slicer_modules: Any, mrml_scene: Any, tmp_path: Path) -> None:
+    """The panel's Logic (R-8.4.2, R-8.4.3): load a report into a text node, link a span selected in a
+    Qt widget (UTF-16 positions, a character beyond the BMP before it), check it, list it, find its
+    region's centre; import a table and list the case's values with units and flags."""
+    from MultiModalAnnotationLib.mrml.documents import TEMPLATE_SOURCE, document_from_scene, scene_from_document
+    from RTSSBridgeLib.geometry import lps_to_ras
+
+    doc, masks = lung_case()
+    template = builtin_template("lung-ct")
+    nodes = scene_from_document(mrml_scene, doc, template, masks)
+    nodes.document_node.SetAttribute(TEMPLATE_SOURCE, "lung-ct")
+    text = "𠮷 右肺上叶见一实性结节，大小约4.5 cm。左肺清晰。"
+    (tmp_path / "report.txt").write_text(text, "utf-8")
+    logic = slicer_modules["MultiModalAnnotation"].MultiModalAnnotationLogic()
+    report_node = logic.loadReport(nodes.document_node, str(tmp_path / "report.txt"))
+    assert report_node.IsA("vtkMRMLTextNode") and report_node.GetText() == text
+    assert "NODULE_A" in logic.linkTargets(nodes.document_node)
+    start = text.index("右")
+    end = text.index("。") + 1
+    link_id = logic.addLink(nodes.document_node, report_node, start + 1, end + 1, "NODULE_A", "finding", "A01")
+    counts = logic.checkLinks(nodes.document_node)
+    assert counts == {"inconsistent": 1}
+    rows = logic.linkRows(nodes.document_node)
+    assert rows[0][:5] == [link_id, text[start:end], "NODULE_A", "finding", "inconsistent"]
+    centre = logic.linkRegionCentreRas(nodes.document_node, link_id)
+    assert np.allclose(centre, lps_to_ras(lung_case()[0].image.geometry.ijk_to_lps([20, 30, 14])), atol=0.5)
+    back, _ = document_from_scene(mrml_scene, nodes.document_node, template)
+    assert report_links_of(back).link(link_id).text.quote == text[start:end]
+    (tmp_path / "lab.csv").write_text("ID,Gender,age,Smoke,statue_death,survival\nP1,F,61,never,0,12.5\n"
+                                      "P2,M,70,current,1,3\n", "utf-8")
+    tables = logic.importTable(nodes.document_node, str(tmp_path / "lab.csv"), "seed001-follow-up", "P1")
+    assert len(tables) == 1 and tables[0].GetNumberOfRows() == 1
+    values = {r[2]: (r[3], r[4]) for r in logic.structuredRows(nodes.document_node)}
+    assert values["age"] == ("61", "year") and values["survival"] == ("12.5", "mo")
+    with pytest.raises(Exception, match="row 2, column C"):
+        (tmp_path / "bad.csv").write_text("ID,Gender,age,Smoke,statue_death,survival\nP1,F,old,never,0,1\n", "utf-8")
+        logic.importTable(nodes.document_node, str(tmp_path / "bad.csv"), "seed001-follow-up", "P1")

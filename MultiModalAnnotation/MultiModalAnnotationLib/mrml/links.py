@@ -217,3 +217,73 @@ def table_as_core(node: Any) -> Table:
     raw = table_from_node(node)
     return Table(raw["id"], FieldDefinitions.from_dict(raw["fields"]), tuple(raw["columns"]),
                  tuple(Record.from_dict(r) for r in raw["records"]), raw.get("source", {}))
+
+
+# --------------------------------------------------------------------------- editing in the scene (panel)
+def document_nodes_of(document_node: Any) -> Any:
+    """The :class:`.documents.DocumentNodes` of a document node (from its references)."""
+    from .documents import REF_POINTS, REF_SEGMENTATION, REF_SHAPES, DocumentNodes
+
+    nodes = DocumentNodes(document_node, document_node.GetNodeReference(REF_SEGMENTATION),
+                          document_node.GetNodeReference(REF_POINTS))
+    nodes.shapes = [document_node.GetNthNodeReference(REF_SHAPES, n)
+                    for n in range(document_node.GetNumberOfNodeReferences(REF_SHAPES))]
+    nodes.reports = [document_node.GetNthNodeReference(REF_REPORTS, n)
+                     for n in range(document_node.GetNumberOfNodeReferences(REF_REPORTS))]
+    nodes.tables = [document_node.GetNthNodeReference(REF_TABLES, n)
+                    for n in range(document_node.GetNumberOfNodeReferences(REF_TABLES))]
+    return nodes
+
+
+def report_node_of(document_node: Any, report_id: str) -> Any:
+    """The text node of report ``report_id`` (None when the document has no such report)."""
+    for node in document_nodes_of(document_node).reports:
+        if node.GetAttribute(ATTR_REPORT_ID) == report_id:
+            return node
+    return None
+
+
+def add_report_node(document_node: Any, report: Report) -> Any:
+    """Add ``report`` to the document held by ``document_node`` (a new text node)."""
+    if report_node_of(document_node, report.id) is not None:
+        raise ValueError(f"report.id: the document already has a report {report.id}")
+    node = report_text_node(document_node.GetScene(), report)
+    document_node.AddNodeReferenceID(REF_REPORTS, node.GetID())
+    return node
+
+
+def store_links(document_node: Any, document: AnnotationDocument) -> None:
+    """Write the links of ``document`` (after an edit or a check) onto the report text nodes: every
+    old link attribute and reference is replaced, so the scene holds exactly the document's links."""
+    nodes = document_nodes_of(document_node)
+    for node in nodes.reports:
+        for ident in link_ids(node):
+            node.RemoveAttribute(LINK_PREFIX + ident)
+            node.RemoveNodeReferenceIDs(LINK_PREFIX + ident)
+    for link in report_links_of(document).links:
+        node = report_node_of(document_node, link.text.report_id)
+        if node is None:
+            raise ValueError(f"link {link.id}: the scene has no text node of report {link.text.report_id}")
+        node.SetAttribute(LINK_PREFIX + link.id, json.dumps(link.to_dict(), ensure_ascii=False))
+        target = target_node(nodes, document, link.target)
+        if target is not None:
+            node.SetNodeReferenceID(LINK_PREFIX + link.id, target.GetID())
+    store_link_order(document_node, document)
+
+
+def store_tables(document_node: Any, document: AnnotationDocument) -> List[Any]:
+    """Replace the document node's table nodes by the tables of ``document``'s structured data."""
+    scene = document_node.GetScene()
+    for node in document_nodes_of(document_node).tables:
+        scene.RemoveNode(node)
+    document_node.RemoveNodeReferenceIDs(REF_TABLES)
+    tables = []
+    if document.structured_data:
+        data = dict(document.structured_data)
+        document_node.SetAttribute(ATTR_STRUCTURED_KEYS, json.dumps(
+            {"keys": data["keys"], "time_deviation_days": data.get("time_deviation_days")}, ensure_ascii=False))
+        for raw in data.get("tables", []):
+            node = table_node(scene, raw)
+            document_node.AddNodeReferenceID(REF_TABLES, node.GetID())
+            tables.append(node)
+    return tables
