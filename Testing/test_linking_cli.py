@@ -152,3 +152,38 @@ def test_check_links_is_idempotent() -> None:
     once, _ = check_links(doc, builtin_template("lung-ct"), masks)
     twice, _ = check_links(once, builtin_template("lung-ct"), masks)
     assert once == twice
+
+
+@pytest.mark.parametrize("days,tagged", [(89, 0), (90, 0), (91, 1)])
+def test_table_bind_cli_time_deviation(tmp_path: Path, capsys: pytest.CaptureFixture[str], days: int,
+                                       tagged: int) -> None:
+    """R-8.4.3.5 through the command line: the task's threshold (90 days) decides the tag."""
+    import datetime as dt
+
+    from RTSSBridgeLib.fileio import write_json_atomic
+
+    doc, _ = lung_case()
+    write_json_atomic(tmp_path / "doc.json", doc.to_dict())
+    (tmp_path / "f.csv").write_text("ID,Gender,age,Smoke,statue_death,survival\nP1,F,61,never,0,12.5\n", "utf-8")
+    defs = {"schema": "https://multimodalannotation.github.io/schemas/structured-fields/v1", "id": "lab",
+            "version": "1", "title": "lab", "fields": [
+                {"name": "ID", "type": "string", "key": "case_id", "identifying": True},
+                {"name": "Date", "type": "date", "time_attribute": "exam_time"},
+                {"name": "CEA", "type": "number", "unit": "ng/mL", "normal_range": [0, 5]}]}
+    write_json_atomic(tmp_path / "defs.json", defs)
+    (tmp_path / "lab.csv").write_text("ID,Date,CEA\nP1,2024-01-01,7.5\nP2,2024-01-01,1\n", "utf-8")
+    assert main(["table", "import", str(tmp_path / "lab.csv"), "--fields", str(tmp_path / "defs.json"), "--out",
+                 str(tmp_path / "t.json")]) == 0
+    image_date = (dt.date(2024, 1, 1) + dt.timedelta(days=days)).isoformat()
+    task = Path(__file__).resolve().parents[1] / "Resources" / "tasks" / "thyroid-us-tirads-appendix-a.json"
+    assert main(["table", "bind", str(tmp_path / "t.json"), str(tmp_path / "doc.json"), "--case-id", "P1",
+                 "--image-date", image_date, "--task", str(task), "--out", str(tmp_path / "bound.json"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text("utf-8"))
+    assert result["case_records"] == 1 and len(result["time_deviation_tagged"]) == tagged
+    bound = json.loads((tmp_path / "bound.json").read_text("utf-8"))
+    record = bound["structured_data"]["tables"][0]["records"][0]
+    assert record["time_deviation"]["days"] == days and record["flags"] == {"CEA": "high"}
+    assert main(["table", "bind", str(tmp_path / "t.json"), str(tmp_path / "doc.json"), "--case-id", "P9",
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert "no record of lab belongs to case P9" in capsys.readouterr().err

@@ -387,14 +387,16 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_normal_range_flags_and_duplicate_keys(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text(_csv(HEADER, [["P1", "7.2", 1, "20240101", ""], ["P1", "3.0", 2, "20240102", ""],
-                                                  ["P1", "5", 2, "20240103", ""]]), "utf-8")
+                                                  ["P1", "5", 2, "20240102", ""]]), "utf-8")
     table = read_table(str(tmp_path / "t.csv"), FIELDS)
     assert [dict(r.flags) for r in table.records] == [{"Glucose": "high"}, {"Glucose": "low"}, {}]
     assert table.records[2].values["Glucose"] == 5 and isinstance(table.records[2].values["Glucose"], int)
     from MultiModalAnnotationLib.structured import bind_table
 
-    with pytest.raises(InputError, match="rows 2 and 3 have the same keys"):
+    with pytest.raises(InputError, match=r"rows 3 and 4 have the same keys \(ID, Date\)"):
         bind_table(table, CaseKeys("P1"))
+    two = table.__class__(table.id, table.fields, table.columns, table.records[:2], table.source)
+    assert len(bind_table(two, CaseKeys("P1"))) == 2  # one case, two exam dates: two records
 
 
 def test_invalid_field_definitions() -> None:

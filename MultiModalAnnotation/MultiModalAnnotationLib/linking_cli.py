@@ -7,6 +7,9 @@
   link is inconsistent or stale;
 * ``mmanno table import FILE.csv|xlsx --fields DEFS.json|ID --out TABLE.json [--sheet S] [--id ID]``
   - every value validated (row and column named on error);
+* ``mmanno table bind TABLE.json DOC.json --case-id ID [--accession A]... [--image-date D] [--task T]
+  --out OUT.json`` - the case's records into the document's ``structured_data``, with the
+  time-deviation tag against the task's threshold (default 90 days);
 * ``mmanno table export TABLE.json|DOC.json --out FILE.csv|xlsx [--table ID]`` - back to a sheet; from
   a document the seed 001 clinical table takes X/Y/Z from its point annotations and the seed 004
   score sheet its scores from the RA attribute annotations.
@@ -153,6 +156,40 @@ def _cmd_table_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_table_bind(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from .documents import read_document, write_document
+    from .structured import DEFAULT_TIME_DEVIATION_DAYS, CaseKeys, ImageKey, add_table, read_table_json
+
+    table = read_table_json(args.table)
+    document = read_document(args.document)
+    threshold = DEFAULT_TIME_DEVIATION_DAYS
+    if args.task:
+        from .tasks import read_task
+
+        threshold = read_task(args.task).qc.time_deviation_days
+    date = ""
+    if args.image_date:
+        try:
+            date = dt.date.fromisoformat(args.image_date).isoformat()
+        except ValueError:
+            raise InputError(f"{args.image_date!r} is not a date YYYY-MM-DD", field="--image-date") from None
+    accessions = args.accession or [""]
+    images = tuple(ImageKey(document.image.uid, a, date) for a in accessions)
+    bound = add_table(document, table, CaseKeys(args.case_id, images), threshold)
+    write_document(args.out, bound)
+    records = next(t for t in (bound.structured_data or {})["tables"] if t["id"] == table.id)["records"]
+    tagged = [r["id"] for r in records if (r.get("time_deviation") or {}).get("tag")]
+    result = {"command": "table bind", "table": table.id, "case_records": len(records),
+              "time_deviation_days": threshold, "time_deviation_tagged": tagged, "out": Path(args.out).name}
+    emit_json(args.json, result)
+    if args.json != "-":
+        print(f"{args.table}: {len(records)} record(s) of the case bound to {args.out}; "
+              f"{len(tagged)} tagged for time deviation (> {threshold} days)")
+    return EXIT_OK
+
+
 def _table_for_export(path: str, table_id: str) -> Table:
     from .documents import document_from_dict, normalise_flat_annotations
     from .schemas import read_json
@@ -235,6 +272,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--id", help="table id (default: the field definitions' id)")
     add_json_option(p)
     p.set_defaults(func=_cmd_table_import, command="table import")
+    p = bsub.add_parser("bind", help="bind the case's records to an annotation document",
+                        description="Keep the records of the case (case ID; accession numbers or the image UID when "
+                                    "the table has such keys), refuse duplicate keys, tag records whose exam date is "
+                                    "more than the task's time-deviation threshold from the image date, and write "
+                                    "the document with its structured_data section.")
+    p.add_argument("table", metavar="TABLE.json", help="table JSON written by 'table import'")
+    p.add_argument("document", metavar="DOC.json", help="annotation document")
+    p.add_argument("--case-id", required=True, help="case ID (pseudonym) of the document's case")
+    p.add_argument("--accession", action="append", help="accession number of an image of the case (repeatable)")
+    p.add_argument("--image-date", help="acquisition date of the image, YYYY-MM-DD (for the time-deviation tag)")
+    p.add_argument("--task", help="task JSON whose qc.time_deviation_days is the threshold (default 90)")
+    p.add_argument("--out", required=True, metavar="OUT.json", help="document to write (atomically)")
+    add_json_option(p)
+    p.set_defaults(func=_cmd_table_bind, command="table bind")
     p = bsub.add_parser("export", help="write a table back to CSV/XLSX",
                         description="From a table JSON, or from an annotation document's structured data (seed 001 "
                                     "clinical: X/Y/Z from the point annotations; seed 004: scores from the RA "

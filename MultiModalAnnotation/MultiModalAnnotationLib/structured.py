@@ -27,7 +27,8 @@ canonical form round-trips byte for byte through import -> document -> export.
 Binding and time deviation
 --------------------------
 :func:`bind_table` keeps the records of one case (its case ID, and the accession numbers or image
-UIDs of its images) and refuses a table in which two records share the same keys. For each record
+UIDs of its images) and refuses a table in which two records share the same keys (key fields and
+exam times: two lab results of one case on different dates are two records). For each record
 with an ``exam_time`` field it computes the distance in **calendar days** between the exam date
 and the date of the image it belongs to (the image its ``exam_key`` names, else the document's
 image) and sets the **time-deviation tag** when that distance is more than the task's threshold
@@ -646,7 +647,8 @@ def bind_table(table: Table, keys: CaseKeys, threshold_days: int = DEFAULT_TIME_
     ``id``, ``row``, ``keys``, ``values``, ``flags``, ``time_deviation``. Raises when no record
     belongs to the case or when two records of the case have the same keys."""
     fields = table.fields
-    key_fields = [f for f in fields.fields if f.key]
+    # the unique keys of a record: its key fields and its exam times (8.4.3.2: case ID, image UID, exam time)
+    key_fields = [f for f in fields.fields if f.key or f.time_attribute == "exam_time"]
     if not fields.keyed("case_id") and not fields.keyed("accession_number") and not fields.keyed("image_uid"):
         raise InputError(f"fields {fields.id} define no case_id, accession_number or image_uid key; rule: records "
                          "are bound to a case by unique keys (8.4.3.2)", field="fields.key")
