@@ -146,6 +146,8 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.linkSelectionButton.connect("clicked(bool)", self.onLinkSelectionButton)
         self.ui.checkLinksButton.connect("clicked(bool)", self.onCheckLinksButton)
         self.ui.linksTableWidget.connect("cellDoubleClicked(int,int)", self.onLinkCellDoubleClicked)
+        self.ui.confirmConsistentButton.connect("clicked(bool)", self.onConfirmConsistentButton)
+        self.ui.confirmInconsistentButton.connect("clicked(bool)", self.onConfirmInconsistentButton)
         self.ui.importTableButton.connect("clicked(bool)", self.onImportTableButton)
         self.ui.semanticTypeComboBox.addItems([_("Finding / sign"), _("Diagnosis"), _("Attribute description"),
                                                _("Recommendation")])
@@ -308,6 +310,26 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 return
             centre = self.logic.linkRegionCentreRas(self._documentNode, item.text())
             slicer.modules.markups.logic().JumpSlicesToLocation(centre[0], centre[1], centre[2], True)
+
+    def _selectedLinkId(self) -> str:
+        rows = self.ui.linksTableWidget.selectionModel().selectedRows()
+        if not rows:
+            raise ValueError(_("Select a link in the table first."))
+        return self.ui.linksTableWidget.item(rows[0].row(), 0).text()
+
+    def _confirmSelectedLink(self, state: str) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to record the decision."), waitCursor=True):
+            annotator = self._parameterNode.annotator if self._parameterNode else ""
+            linkId = self._selectedLinkId()
+            self.logic.confirmLink(self._documentNode, linkId, state, self.ui.linkNoteLineEdit.text, annotator)
+            self._showLinks()
+            self.ui.linkStatusLabel.text = _("Recorded your decision on {link}.").format(link=linkId)
+
+    def onConfirmConsistentButton(self) -> None:
+        self._confirmSelectedLink("consistent")
+
+    def onConfirmInconsistentButton(self) -> None:
+        self._confirmSelectedLink("inconsistent")
 
     # ------------------------------------------------------------------ structured data (R-8.4.3)
     def onImportTableButton(self) -> None:
@@ -517,6 +539,17 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
             counts[result.state] = counts.get(result.state, 0) + 1
         return counts
 
+    def confirmLink(self, documentNode: Any, linkId: str, state: str, note: str, annotator: str,
+                    scene: Any = None) -> None:
+        """A person's decision on a link's consistency (kept by later automatic checks; an
+        inconsistent link needs a note and becomes a QC error)."""
+        _requireCore()
+        from MultiModalAnnotationLib.links import confirm_consistency
+        from MultiModalAnnotationLib.mrml.links import store_links
+
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        store_links(documentNode, confirm_consistency(document, linkId, state, note, annotator.strip() or "unknown"))
+
     def linkRows(self, documentNode: Any, scene: Any = None) -> List[List[str]]:
         """Rows of the links table: id, quoted text, target, semantic type, state, note."""
         _requireCore()
@@ -524,7 +557,8 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
 
         document, _masks, _template = self.currentDocument(documentNode, scene=scene)
         return [[link.id, link.text.quote, link.target, link.semantic_type,
-                 link.consistency.state + ("" if link.anchor_state == "anchored" else f" ({link.anchor_state})"),
+                 link.consistency.state + (" ✓" if link.consistency.source == "person" else "")
+                 + ("" if link.anchor_state == "anchored" else f" ({link.anchor_state})"),
                  link.consistency.note] for link in report_links_of(document).links]
 
     def linkRegionCentreRas(self, documentNode: Any, linkId: str, scene: Any = None) -> List[float]:

@@ -153,6 +153,11 @@ def test_panel_logic_links_and_tables_on_the_scene(slicer_modules: Any, mrml_sce
     assert np.allclose(centre, lps_to_ras(lung_case()[0].image.geometry.ijk_to_lps([20, 30, 14])), atol=0.5)
     back, _ = document_from_scene(mrml_scene, nodes.document_node, template)
     assert report_links_of(back).link(link_id).text.quote == text[start:end]
+    logic.confirmLink(nodes.document_node, link_id, "consistent", "4.5 cm includes the spiculae", "R01")
+    assert logic.checkLinks(nodes.document_node) == {"consistent": 1}  # the person's decision is kept
+    assert logic.linkRows(nodes.document_node)[0][4] == "consistent ✓"
+    with pytest.raises(Exception, match="needs a note"):
+        logic.confirmLink(nodes.document_node, link_id, "inconsistent", "", "R01")
     (tmp_path / "lab.csv").write_text("ID,Gender,age,Smoke,statue_death,survival\nP1,F,61,never,0,12.5\n"
                                       "P2,M,70,current,1,3\n", "utf-8")
     tables = logic.importTable(nodes.document_node, str(tmp_path / "lab.csv"), "seed001-follow-up", "P1")
