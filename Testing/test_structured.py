@@ -257,6 +257,12 @@ def test_seed004_changed_score_reaches_the_sheet(ra_case: Any) -> None:
     changed = joint.with_data(attributes={**joint.attributes, "erosion": 5})
     doc = doc.replace(annotations=[changed if a.id == joint.id else a for a in doc.annotations])
     assert export_seed004_scores(doc).records[0].values["erosion_RH_MCP2"] == 5
+    from MultiModalAnnotationLib.documents import Annotation
+
+    point = Annotation("JOINT_RH_MCP2", "landmark", "RH_MCP2", "point",
+                       {"point": [10.0, 10.0, 0.0], "attributes": {"erosion": 1}})
+    with pytest.raises(InputError, match="RH_MCP2 erosion: RH_MCP2_SCORE says 5, JOINT_RH_MCP2 says 1"):
+        export_seed004_scores(doc.replace(annotations=[*doc.annotations, point]))
 
 
 def test_seed004_binding_by_accession_number(ra_case: Any) -> None:

@@ -23,7 +23,9 @@ The score sheet's ``erosion_<JOINT>`` (0-5) and ``JSN_<JOINT>`` (0-4) columns be
 annotations of the ``ra-hand-foot-mtss`` template (one per joint, id ``<JOINT>_SCORE``, attributes
 ``erosion``/``jsn``), the orientation flags and the totals an attribute annotation of
 ``MTSS_CASE``; hand and foot exams are bound to the case by their accession numbers ``REQ_H`` and
-``REQ_F``. :func:`export_seed004_scores` reads the scores back from the annotations.
+``REQ_F``. :func:`export_seed004_scores` reads the scores back from the annotations; when a joint
+is also annotated as a point carrying scores (the ``xray-ra`` sample's ``JOINT_<code>``), the two
+must agree, or the export names both.
 """
 
 from __future__ import annotations
@@ -257,6 +259,11 @@ def export_seed004_scores(document: AnnotationDocument) -> Table:
                 raise InputError(f"no annotation {code}_SCORE for the score columns of {code}", field="annotations")
             for key, column in columns.items():
                 values[column] = annotation.attributes.get(key)
+                others = [a for a in document.annotations if a.label_code == code and a.id != annotation.id
+                          and key in a.attributes and a.attributes[key] != values[column]]
+                if others:  # the joint's point carries a different score: say so, never pick one silently
+                    raise InputError(f"{code} {key}: {annotation.id} says {values[column]}, {others[0].id} says "
+                                     f"{others[0].attributes[key]}; rule: one score per joint", field="annotations")
         case = by_id.get("MTSS_CASE")
         if case is not None:
             for column, key in (("Abnormal_orientation_H", "abnormal_orientation_hand"),
