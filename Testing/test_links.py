@@ -347,3 +347,41 @@ def test_add_link_invalid_input(linked: Any) -> None:
     with pytest.raises(InputError, match="already has a report"):
         add_report(doc, Report("RPT_CT", "x"))
     assert isinstance(doc.annotation("NODULE_A"), Annotation)
+
+
+def _shape_document(modality: str, template_id: str, annotations: List[Dict[str, Any]],
+                    g: ImageGeometry = GRID) -> AnnotationDocument:
+    base = _document(template_id, modality, [], g).to_dict()
+    base["annotations"] = annotations
+    return document_from_dict(base)
+
+
+def test_box_and_point_targets_in_patient_coordinates() -> None:
+    """R-8.4.2.4 on a box (size between its longest side and diagonal) and a point (side only)."""
+    template = builtin_template("lung-ct")
+    doc = _shape_document("CT", "lung-ct", [
+        {"id": "BOX", "category": "lesion", "label_code": "NODULE", "type": "bbox",
+         "data": {"bbox": [10.0, 20.0, 24.0, 34.0], "slice_index": 5}},
+        {"id": "PT", "category": "lesion", "label_code": "NODULE", "type": "point", "data": {"point": [70.0, 30.0, 4.0]}}])
+    cases = [("BOX", "右侧结节约15 mm。", "consistent"), ("BOX", "右侧结节约4 cm。", "inconsistent"),
+             ("PT", "Left lung nodule.", "consistent"), ("PT", "Right lung nodule.", "inconsistent")]
+    for target, text, state in cases:
+        d, link = _link(doc, text, target)
+        assert check_link(d, link, template, {}).state == state, text
+
+
+def test_ultrasound_side_from_the_lobe_attribute() -> None:
+    """Without patient geometry (US) the side comes from the nodule's lobe attribute; the thyroid
+    lobe named in the text is compared with it."""
+    template = builtin_template("thyroid-us-tirads")
+    g = ImageGeometry((80, 60, 1), (0.1, 0.1, 1.0))
+    nodule = {"id": "N1", "category": "lesion", "label_code": "THYROID_NODULE", "type": "bbox",
+              "data": {"bbox": [10.0, 10.0, 49.0, 39.0], "slice_index": 0, "attributes": {"lobe": "right"}}}
+    doc = _shape_document("US", "thyroid-us-tirads", [nodule], g)
+    for text, state, aspects in [("甲状腺右叶低回声结节，约4 mm。", "consistent", []),
+                                 ("甲状腺左叶低回声结节，约4 mm。", "inconsistent", ["laterality", "location"]),
+                                 ("Right thyroid lobe nodule, 2 cm.", "inconsistent", ["size"])]:
+        d, link = _link(doc, text, "N1")
+        proposal = check_link(d, link, template, {})
+        assert proposal.state == state, (text, proposal.note)
+        assert [c["aspect"] for c in proposal.checks if c["result"] == "inconsistent"] == aspects
