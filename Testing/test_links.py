@@ -362,7 +362,8 @@ def test_box_and_point_targets_in_patient_coordinates() -> None:
     doc = _shape_document("CT", "lung-ct", [
         {"id": "BOX", "category": "lesion", "label_code": "NODULE", "type": "bbox",
          "data": {"bbox": [10.0, 20.0, 24.0, 34.0], "slice_index": 5}},
-        {"id": "PT", "category": "lesion", "label_code": "NODULE", "type": "point", "data": {"point": [70.0, 30.0, 4.0]}}])
+        {"id": "PT", "category": "lesion", "label_code": "NODULE", "type": "point",
+         "data": {"point": [70.0, 30.0, 4.0]}}])
     cases = [("BOX", "右侧结节约15 mm。", "consistent"), ("BOX", "右侧结节约4 cm。", "inconsistent"),
              ("PT", "Left lung nodule.", "consistent"), ("PT", "Right lung nodule.", "inconsistent")]
     for target, text, state in cases:
