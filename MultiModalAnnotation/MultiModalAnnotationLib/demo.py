@@ -617,6 +617,20 @@ def render_html(report: Dict[str, Any]) -> str:
                            f"<code>template_exports/</code>.</p>")
     else:
         annotation_html = f"<p>{esc(annotation.get('note', 'not run'))}</p>"
+    linking = annotation.get("linking") or {}
+    if linking.get("links"):
+        link_rows = "".join(
+            f"<tr class={'ok' if r['state'] == 'consistent' else 'bad'}><td>{esc(r['link'])}</td>"
+            f"<td>{esc(r['quote'])}</td><td>{esc(r['target'])}</td><td>{esc(r['state'])}</td>"
+            f"<td>{esc(r['note'])}</td></tr>" for r in linking["links"])
+        annotation_html += (f"<h3>Image-text links (R-8.4.2)</h3><p>Report {esc(linking['report'])} linked to "
+                            f"{esc(linking['target'])}; the consistency aids' proposals (a person confirms them):</p>"
+                            f"<table><tr><th>link</th><th>text</th><th>region</th><th>state</th><th>reason</th></tr>"
+                            f"{link_rows}</table><p>Seed 001 clinical table: {linking['clinical_table_rows']} tumour "
+                            f"row(s) imported as point annotations and exported back "
+                            f"(<code>{esc(linking['tables'][1])}</code>).</p>")
+    elif linking.get("note"):
+        annotation_html += f"<p>{esc(linking['note'])}</p>"
 
     rtss = report.get("rtss")
     if rtss:
