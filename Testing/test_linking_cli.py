@@ -92,6 +92,9 @@ def test_link_check_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     good = _package(tmp_path / "b", "右肺上叶见一结节，大小约1.5 cm。")
     assert main(["link", "check", str(good)]) == 0
     assert "1 consistent" in capsys.readouterr().out
+    # a document with its mask files beside it (no manifest) is checked the same way
+    assert main(["link", "check", str(good / "annotation.json"), "--json", str(tmp_path / "d2.json")]) == 0
+    assert json.loads((tmp_path / "d2.json").read_text("utf-8"))["counts"]["consistent"] == 1
 
 
 def test_link_check_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
