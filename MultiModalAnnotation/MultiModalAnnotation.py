@@ -5,7 +5,11 @@ Thin Slicer layer over ``MultiModalAnnotationLib`` that uses the RTSSBridge and 
 The panel generates a realistic sample case (DICOM written with pydicom, with ground truth
 beside it) and loads it; its annotation section loads an approved label template (R-6.6) and a
 task, creates a coded segmentation on the reference image, records the annotator, saves the
-annotation document (Appendix C) and exports the package (R-6.11).
+annotation document (Appendix C) and exports the package (R-6.11). Its report section loads a
+report into a text node, links a selected span to a segment or point with a semantic type,
+runs the consistency aids, lists the links with their states and jumps to a link's region
+(R-8.4.2); its structured-fields section imports a CSV/XLSX table against field definitions and
+shows the case's records with units, flags and time-deviation tags (R-8.4.3).
 
 Valid Python 3.9; annotations are evaluated at run time by ``parameterNodeWrapper``.
 """
@@ -13,7 +17,7 @@ Valid Python 3.9; annotations are evaluated at run time by ``parameterNodeWrappe
 import os
 import shutil
 import tempfile
-from typing import Annotated, Any, List, Tuple
+from typing import Annotated, Any, Dict, List, Tuple
 
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
@@ -42,6 +46,10 @@ BUILTIN_TEMPLATES = ("brain-mets-mr", "liver-ct-couinaud", "lung-ct", "ra-hand-f
 PACKAGE_LAYOUTS = ("per_mask", "labelmap")
 #: Review opinions (MultiModalAnnotationLib.provenance.review.OPINIONS; a test keeps them equal).
 REVIEW_OPINIONS = ("accept", "request_change", "reject")
+#: Semantic types of an image-text link (8.4.2.2), in the order of the panel's combo box.
+SEMANTIC_TYPES = ("finding", "diagnosis", "attribute", "recommendation")
+#: Built-in structured-field definitions (``Resources/structured``).
+BUILTIN_FIELDS = ("seed001-clinical", "seed001-follow-up", "seed004-mtss")
 
 
 def _requireCore() -> None:
@@ -126,6 +134,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._parameterNode: Any = None  # a MultiModalAnnotationParameterNode while the widget is shown
         self._parameterNodeGuiTag: Any = None
         self._documentNode: Any = None  # the annotation document started from the panel
+        self._reportNode: Any = None  # the report text node shown in the linking section
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -145,6 +154,16 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.exportPackageButton.connect("clicked(bool)", self.onExportPackageButton)
         self.ui.showCaseButton.connect("clicked(bool)", self.onShowCaseButton)
         self.ui.submitReviewButton.connect("clicked(bool)", self.onSubmitReviewButton)
+        self.ui.loadReportButton.connect("clicked(bool)", self.onLoadReportButton)
+        self.ui.linkSelectionButton.connect("clicked(bool)", self.onLinkSelectionButton)
+        self.ui.checkLinksButton.connect("clicked(bool)", self.onCheckLinksButton)
+        self.ui.linksTableWidget.connect("cellDoubleClicked(int,int)", self.onLinkCellDoubleClicked)
+        self.ui.confirmConsistentButton.connect("clicked(bool)", self.onConfirmConsistentButton)
+        self.ui.confirmInconsistentButton.connect("clicked(bool)", self.onConfirmInconsistentButton)
+        self.ui.importTableButton.connect("clicked(bool)", self.onImportTableButton)
+        self.ui.semanticTypeComboBox.addItems([_("Finding / sign"), _("Diagnosis"), _("Attribute description"),
+                                               _("Recommendation")])
+        self.ui.fieldsComboBox.addItems(list(BUILTIN_FIELDS))
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -283,6 +302,95 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                                            self._parameterNode.reviewComment, self._documentNode)
             self._showCaseInfo(info)
             self.ui.workflowStatusLabel.text = _("Recorded the review opinion in the audit trail.")
+
+
+    # ------------------------------------------------------------------ image-text links (R-8.4.2)
+    def onLoadReportButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the report."), waitCursor=True):
+            path = str(self.ui.reportFilePathLineEdit.currentPath or "").strip()
+            self._reportNode = self.logic.loadReport(self._documentNode, path)
+            self.ui.reportTextEdit.setPlainText(self._reportNode.GetText())
+            self.ui.targetComboBox.clear()
+            self.ui.targetComboBox.addItems(self.logic.linkTargets(self._documentNode))
+            self.ui.linkStatusLabel.text = _("Loaded the report; select a span, choose its type and target, "
+                                             "then link it.")
+
+    def onLinkSelectionButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to link the selected text."), waitCursor=True):
+            cursor = self.ui.reportTextEdit.textCursor()
+            annotator = self._parameterNode.annotator if self._parameterNode else ""
+            linkId = self.logic.addLink(self._documentNode, self._reportNode, cursor.selectionStart(),
+                                        cursor.selectionEnd(), self.ui.targetComboBox.currentText,
+                                        SEMANTIC_TYPES[max(self.ui.semanticTypeComboBox.currentIndex, 0)], annotator)
+            self._showLinks()
+            self.ui.linkStatusLabel.text = _("Added link {link}.").format(link=linkId)
+
+    def onCheckLinksButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to check the links."), waitCursor=True):
+            counts = self.logic.checkLinks(self._documentNode)
+            self._showLinks()
+            self.ui.linkStatusLabel.text = _(
+                "{consistent} consistent, {inconsistent} inconsistent (to confirm), {unchecked} unchecked."
+            ).format(consistent=counts.get("consistent", 0), inconsistent=counts.get("inconsistent", 0),
+                     unchecked=counts.get("unchecked", 0))
+
+    def _showLinks(self) -> None:
+        import qt
+
+        rows = self.logic.linkRows(self._documentNode)
+        table = self.ui.linksTableWidget
+        table.clearContents()
+        table.setRowCount(len(rows))
+        for row, values in enumerate(rows):
+            for column, text in enumerate(values):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        table.resizeColumnsToContents()
+
+    def onLinkCellDoubleClicked(self, row: int, column: int) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the linked region."), waitCursor=True):
+            item = self.ui.linksTableWidget.item(row, 0)
+            if item is None:
+                return
+            centre = self.logic.linkRegionCentreRas(self._documentNode, item.text())
+            slicer.modules.markups.logic().JumpSlicesToLocation(centre[0], centre[1], centre[2], True)
+
+    def _selectedLinkId(self) -> str:
+        rows = self.ui.linksTableWidget.selectionModel().selectedRows()
+        if not rows:
+            raise ValueError(_("Select a link in the table first."))
+        return self.ui.linksTableWidget.item(rows[0].row(), 0).text()
+
+    def _confirmSelectedLink(self, state: str) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to record the decision."), waitCursor=True):
+            annotator = self._parameterNode.annotator if self._parameterNode else ""
+            linkId = self._selectedLinkId()
+            self.logic.confirmLink(self._documentNode, linkId, state, self.ui.linkNoteLineEdit.text, annotator)
+            self._showLinks()
+            self.ui.linkStatusLabel.text = _("Recorded your decision on {link}.").format(link=linkId)
+
+    def onConfirmConsistentButton(self) -> None:
+        self._confirmSelectedLink("consistent")
+
+    def onConfirmInconsistentButton(self) -> None:
+        self._confirmSelectedLink("inconsistent")
+
+    # ------------------------------------------------------------------ structured data (R-8.4.3)
+    def onImportTableButton(self) -> None:
+        import qt
+
+        with slicer.util.tryWithErrorDisplay(_("Failed to import the table."), waitCursor=True):
+            path = str(self.ui.tableFilePathLineEdit.currentPath or "").strip()
+            self.logic.importTable(self._documentNode, path, self.ui.fieldsComboBox.currentText,
+                                   self.ui.caseIdLineEdit.text)
+            rows = self.logic.structuredRows(self._documentNode)
+            table = self.ui.structuredTableWidget
+            table.clearContents()
+            table.setRowCount(len(rows))
+            for row, values in enumerate(rows):
+                for column, text in enumerate(values):
+                    table.setItem(row, column, qt.QTableWidgetItem(text))
+            table.resizeColumnsToContents()
+            self.ui.tableStatusLabel.text = _("Bound {count} value(s) of the case.").format(count=len(rows))
 
 
 #
@@ -457,6 +565,137 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Choose the case folder."))
         Case(caseFolder).review(actor.strip(), {target.strip() or "case": opinion}, comment.strip() or None)
         return self.showCase(caseFolder, documentNode, scene)
+    # ------------------------------------------------------------------ image-text links (R-8.4.2)
+    def loadReport(self, documentNode: Any, path: str, reportId: str = "", scene: Any = None) -> Any:
+        """Add the UTF-8 report ``path`` to the document as a text node; returns the node."""
+        _requireCore()
+        from MultiModalAnnotationLib.linking_cli import read_report_file
+        from MultiModalAnnotationLib.links import add_report
+        from MultiModalAnnotationLib.mrml.links import add_report_node
+        from MultiModalAnnotationLib.reports_text import Report
+
+        if not path:
+            raise ValueError(_("Choose the report file."))
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        stem = "".join(c if c.isalnum() or c in "_.-" else "_" for c in os.path.splitext(os.path.basename(path))[0])
+        report = Report(reportId or f"RPT_{stem}"[:60], read_report_file(path), title=os.path.basename(path))
+        add_report(document, report)  # validates (a new id)
+        return add_report_node(documentNode, report)
+
+    def linkTargets(self, documentNode: Any, scene: Any = None) -> List[str]:
+        """Ids of the annotations a report span can be linked to (segments, points, boxes, polygons)."""
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        return [a.id for a in document.annotations if a.type in ("mask", "point", "bbox", "polygon")]
+
+    def addLink(self, documentNode: Any, reportNode: Any, startUtf16: int, endUtf16: int, targetId: str,
+                semanticType: str, annotator: str = "", scene: Any = None) -> str:
+        """Link the span of ``reportNode`` selected in a Qt text widget (UTF-16 positions) to the
+        annotation ``targetId``; returns the new link id."""
+        _requireCore()
+        from MultiModalAnnotationLib.links import add_link
+        from MultiModalAnnotationLib.mrml.links import ATTR_REPORT_ID, store_links
+        from MultiModalAnnotationLib.reports_text import utf16_to_code_point
+
+        if reportNode is None:
+            raise ValueError(_("Load a report first."))
+        text = reportNode.GetText() or ""
+        start, end = utf16_to_code_point(text, int(startUtf16)), utf16_to_code_point(text, int(endUtf16))
+        document, _masks, _template = self.currentDocument(documentNode, annotator, scene)
+        document, link = add_link(document, reportNode.GetAttribute(ATTR_REPORT_ID), min(start, end),
+                                  max(start, end), targetId, semanticType, actor=annotator.strip() or "unknown")
+        store_links(documentNode, document)
+        return link.id
+
+    def checkLinks(self, documentNode: Any, scene: Any = None) -> Dict[str, int]:
+        """Run the consistency aids on every link (proposals; a person's decision is kept); returns
+        the count of links per state."""
+        _requireCore()
+        from MultiModalAnnotationLib.consistency import check_links
+        from MultiModalAnnotationLib.mrml.links import store_links
+
+        document, masks, labelTemplate = self.currentDocument(documentNode, scene=scene)
+        checked, results = check_links(document, labelTemplate, masks)
+        store_links(documentNode, checked)
+        counts: Dict[str, int] = {}
+        for result in results:
+            counts[result.state] = counts.get(result.state, 0) + 1
+        return counts
+
+    def confirmLink(self, documentNode: Any, linkId: str, state: str, note: str, annotator: str,
+                    scene: Any = None) -> None:
+        """A person's decision on a link's consistency (kept by later automatic checks; an
+        inconsistent link needs a note and becomes a QC error)."""
+        _requireCore()
+        from MultiModalAnnotationLib.links import confirm_consistency
+        from MultiModalAnnotationLib.mrml.links import store_links
+
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        store_links(documentNode, confirm_consistency(document, linkId, state, note, annotator.strip() or "unknown"))
+
+    def linkRows(self, documentNode: Any, scene: Any = None) -> List[List[str]]:
+        """Rows of the links table: id, quoted text, target, semantic type, state, note."""
+        _requireCore()
+        from MultiModalAnnotationLib.links import report_links_of
+
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        return [[link.id, link.text.quote, link.target, link.semantic_type,
+                 link.consistency.state + (" ✓" if link.consistency.source == "person" else "")
+                 + ("" if link.anchor_state == "anchored" else f" ({link.anchor_state})"),
+                 link.consistency.note] for link in report_links_of(document).links]
+
+    def linkRegionCentreRas(self, documentNode: Any, linkId: str, scene: Any = None) -> List[float]:
+        """RAS centre of the region a link points at (to jump the slice views there)."""
+        _requireCore()
+        from MultiModalAnnotationLib.consistency import region_facts
+        from MultiModalAnnotationLib.links import report_links_of
+        from RTSSBridgeLib.geometry import lps_to_ras
+
+        document, masks, labelTemplate = self.currentDocument(documentNode, scene=scene)
+        link = report_links_of(document).link(linkId)
+        facts = region_facts(document, link.target, labelTemplate, masks)
+        if facts.centroid_lps is None:
+            raise ValueError(_("The linked annotation has no position."))
+        return [float(v) for v in lps_to_ras(facts.centroid_lps)]
+
+    # ------------------------------------------------------------------ structured data (R-8.4.3)
+    def importTable(self, documentNode: Any, path: str, fields: str, caseId: str, imageDate: str = "",
+                    scene: Any = None) -> List[Any]:
+        """Import a CSV/XLSX table against ``fields`` (built-in id or file), bind the records of case
+        ``caseId`` to the document and show them as table nodes; returns the table nodes."""
+        _requireCore()
+        from MultiModalAnnotationLib.linking_cli import load_fields
+        from MultiModalAnnotationLib.mrml.links import store_tables
+        from MultiModalAnnotationLib.structured import CaseKeys, ImageKey, add_table, read_table
+
+        if not path:
+            raise ValueError(_("Choose the table file."))
+        if not caseId.strip():
+            raise ValueError(_("Enter the case ID the records are bound by."))
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        table = read_table(path, load_fields(fields))
+        keys = CaseKeys(caseId.strip(), (ImageKey(document.image.uid, "", imageDate),))
+        return store_tables(documentNode, add_table(document, table, keys))
+
+    def structuredRows(self, documentNode: Any, scene: Any = None) -> List[List[str]]:
+        """Rows of the structured-fields view: table, row, field, value, unit, flag or time-deviation tag."""
+        _requireCore()
+        from MultiModalAnnotationLib.structured import FieldDefinitions
+
+        document, _masks, _template = self.currentDocument(documentNode, scene=scene)
+        rows: List[List[str]] = []
+        for table in (document.structured_data or {}).get("tables", []):
+            fields = FieldDefinitions.from_dict(table["fields"])
+            for record in table["records"]:
+                deviation = record.get("time_deviation") or {}
+                for name in table["columns"]:
+                    definition = fields.get(name)
+                    value = record["values"].get(name)
+                    note = record.get("flags", {}).get(name, "")
+                    if deviation.get("field") == name and deviation.get("tag"):
+                        note = _("time deviation: {days} days").format(days=deviation["days"])
+                    rows.append([table["id"], str(record["row"]), name, "" if value is None else str(value),
+                                 definition.unit if definition is not None else "", note])
+        return rows
 
     @staticmethod
     def _newPath(outputDir: str, stem: str, suffix: str) -> str:

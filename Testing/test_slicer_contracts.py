@@ -88,6 +88,8 @@ WIDGET_API: Dict[str, Set[str]] = {
     "ctkPathLineEdit": _COMMON_API | {"currentPath", "setCurrentPath", "addCurrentPathToHistory", "filters",
                                       "nameFilters"},
     "ctkCollapsibleButton": _COMMON_API | {"collapsed", "text"},
+    "QPlainTextEdit": _COMMON_API | {"setPlainText", "toPlainText", "textCursor", "clear"},
+    "QLineEdit": _COMMON_API | {"text", "setText", "clear"},
     "qMRMLNodeComboBox": _COMMON_API | {"currentNode", "setCurrentNode", "currentNodeID", "setCurrentNodeID",
                                         "setMRMLScene", "nodeTypes"},
 }

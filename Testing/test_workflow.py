@@ -289,7 +289,8 @@ def test_version_diff_lists_labels_attributes_and_mask_change(brain: Any, tmp_pa
     objects = list((tmp_path / "case" / "objects").iterdir())
     victim = next(p for p in objects if p.stat().st_size > 1000)
     os.chmod(victim, 0o644)
-    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # a real change (the last byte may be 0)
     assert not case.verify().ok
 
 

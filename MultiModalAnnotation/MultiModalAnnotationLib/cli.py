@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "MultiModalAnnotationLib.demo",
     "MultiModalAnnotationLib.commands",
     "MultiModalAnnotationLib.provenance.cli",
+    "MultiModalAnnotationLib.linking_cli",
 )
 
 

@@ -263,6 +263,9 @@ def annotation_step(out: Path, kind: str, checks: List[Dict[str, Any]], key: byt
     checks.append(_check(f"annotation document of the ground truth valid against {template.id} {template.version}",
                          not problems, "; ".join(problems[:3]) or
                          f"{len(document.annotations)} annotations on the {document.image.series_key} grid"))
+    linking = linking_step(out, kind, document, masks, template, checks)
+    if linking.get("document") is not None:
+        document = linking.pop("document")
     package_dir = out / "annotation_package"
     export_package(package_dir, document, template, masks=masks)
     report = verify_package(package_dir)
@@ -290,11 +293,20 @@ def annotation_step(out: Path, kind: str, checks: List[Dict[str, Any]], key: byt
     counts: Dict[str, int] = {}
     for item in document.annotations:
         counts[item.type] = counts.get(item.type, 0) + 1
+    if linking.get("links"):
+        from .consistency import check_links
+        from .links import report_links_of
+
+        _checked, again = check_links(package.document, package.template, {k: v.voxels for k, v in
+                                                                            package.masks.items()})
+        kept = [r.state for r in again] == [item.consistency.state for item in report_links_of(document).links]
+        checks.append(_check("link check on the export package gives the same states (mmanno link check)", kept,
+                             ", ".join(f"{r.link_id} {r.state}" for r in again)))
     workflow = workflow_step(out, document, masks, template, checks)
     return {"template": f"{template.id} {template.version}", "task_id": document.task_id,
             "image": document.image.series_key, "annotations": len(document.annotations), "by_type": counts,
             "package": str(package_dir.relative_to(out)), "package_files": report.n_files, "exports": exports,
-            "workflow": workflow}
+            "linking": linking, "workflow": workflow}
 
 
 #: People of the demo's task (pseudonymous ids, as a task lists them).
@@ -371,6 +383,70 @@ def workflow_step(out: Path, document: Any, masks: Dict[str, np.ndarray], templa
             "release": "1.0", "release_package": str(release_package.relative_to(out)),
             "readers_agree": not compared["details"]["disagreement"],
             "steps": [f"{h['action']} {h['transition'] or ''}".strip() for h in case.history()]}
+
+
+def linking_step(out: Path, kind: str, document: Any, masks: Dict[str, np.ndarray], template: Any,
+                 checks: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """R-8.4.2 / R-8.4.3 on the ct-chest sample: a short bilingual report written from the ground
+    truth (side and diameter of nodule 1) is linked to its mask; a second sentence names the wrong
+    side on purpose. The consistency aids must pass the first and flag the second; the seed 001
+    clinical table of the nodules is imported, bound to point annotations and exported byte for byte."""
+    import csv
+    import io
+
+    from .consistency import check_links
+    from .links import add_link, add_report, link_findings
+    from .reports_text import Report
+    from .seed_tables import CLINICAL, export_seed001_clinical, import_seed001_clinical
+    from .structured import CaseKeys, ImageKey, builtin_field_definitions, read_table, write_table
+
+    if kind != "ct-chest":
+        return {"note": f"image-text linking is shown on the ct-chest sample, not {kind}"}
+    nodules = json.loads((out / "case" / "ground_truth" / "nodules.json").read_text("utf-8"))["nodules"]
+    first = next((n for n in nodules if f"NODULE_{int(n['id'][1:]):02d}" in masks), None)
+    if first is None:
+        return {"note": "no nodule of the sample lies on the image"}
+    target = f"NODULE_{int(first['id'][1:]):02d}"
+    side_zh, wrong_en = ("左", "right") if first["lung"] == "left" else ("右", "left")
+    density = "实性" if first["density"] == "solid" else ""
+    right_sentence = f"{side_zh}肺见一{density}结节，最大径约{first['diameter_mm']:.1f} mm。"
+    wrong_sentence = f"Nodule of {first['diameter_mm']:.0f} mm in the {wrong_en} lung."
+    text = f"影像所见：{right_sentence}{wrong_sentence}\n建议3个月后复查。"
+    document = add_report(document, Report("RPT_CT_FINDINGS", text, title="CT chest report (synthetic)"))
+    for sentence, semantic in ((right_sentence, "finding"), (wrong_sentence, "finding")):
+        start = text.index(sentence)
+        document, _ = add_link(document, "RPT_CT_FINDINGS", start, start + len(sentence), target, semantic,
+                               actor="demo", time=document.metadata["timestamps"]["start"])
+    document, results = check_links(document, template, masks)
+    states = [r.state for r in results]
+    checks.append(_check("consistency aids: the report sentence matching the ground truth is consistent, the "
+                         "wrong-side sentence inconsistent (R-8.4.2.4)", states == ["consistent", "inconsistent"],
+                         "; ".join(f"{r.link_id} {r.state}: {r.note}" for r in results)))
+    findings = link_findings(document)
+    checks.append(_check("an inconsistent link raises a QC finding", [f["rule"] for f in findings]
+                         == ["TEXT_LINK_CONSISTENCY"], "; ".join(f["message"] for f in findings)[:300]))
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["Order", "分类", "病理分型", "ID", "X", "Y", "Z", "TNM分期", "临床分期"])
+    inside = [n for n in nodules if 1 <= n["z"] <= document.image.geometry.shape[2]]
+    for n, nodule in enumerate(inside, start=1):
+        writer.writerow([n, "恶性" if nodule["classification"] == "malignant" else "良性", nodule["pathology_type_zh"],
+                         "CASE0001", nodule["x"], nodule["y"], nodule["z"], nodule["tnm_text"] or "",
+                         nodule["clinical_stage"] or ""])
+    tables = out / "structured"
+    tables.mkdir(parents=True, exist_ok=True)
+    (tables / "clinical.csv").write_bytes(buffer.getvalue().encode("utf-8"))
+    table = read_table(str(tables / "clinical.csv"), builtin_field_definitions(CLINICAL))
+    document = import_seed001_clinical(document, table, CaseKeys("CASE0001", (ImageKey(document.image.uid),)),
+                                       template)
+    write_table(str(tables / "clinical-exported.csv"), export_seed001_clinical(document))
+    same = (tables / "clinical-exported.csv").read_bytes() == (tables / "clinical.csv").read_bytes()
+    checks.append(_check("seed 001 clinical table -> point annotations (x, y, z-1) -> table, byte for byte (R-001)",
+                         same and len(table.records) == len(inside), f"{len(inside)} tumour row(s)"))
+    return {"document": document, "report": "RPT_CT_FINDINGS", "target": target,
+            "links": [r.to_dict() for r in results], "clinical_table_rows": len(inside),
+            "tables": [str((tables / "clinical.csv").relative_to(out)),
+                       str((tables / "clinical-exported.csv").relative_to(out))]}
 
 
 def second_reader(labels: np.ndarray, entries: List[Dict[str, Any]], seed: int) -> tuple[np.ndarray, Dict[str, Any]]:
@@ -630,6 +706,20 @@ def render_html(report: Dict[str, Any]) -> str:
                 f"<code>{esc(workflow['release_package'])}</code> ships the trail.</p>")
     else:
         annotation_html = f"<p>{esc(annotation.get('note', 'not run'))}</p>"
+    linking = annotation.get("linking") or {}
+    if linking.get("links"):
+        link_rows = "".join(
+            f"<tr class={'ok' if r['state'] == 'consistent' else 'bad'}><td>{esc(r['link'])}</td>"
+            f"<td>{esc(r['quote'])}</td><td>{esc(r['target'])}</td><td>{esc(r['state'])}</td>"
+            f"<td>{esc(r['note'])}</td></tr>" for r in linking["links"])
+        annotation_html += (f"<h3>Image-text links (R-8.4.2)</h3><p>Report {esc(linking['report'])} linked to "
+                            f"{esc(linking['target'])}; the consistency aids' proposals (a person confirms them):</p>"
+                            f"<table><tr><th>link</th><th>text</th><th>region</th><th>state</th><th>reason</th></tr>"
+                            f"{link_rows}</table><p>Seed 001 clinical table: {linking['clinical_table_rows']} tumour "
+                            f"row(s) imported as point annotations and exported back "
+                            f"(<code>{esc(linking['tables'][1])}</code>).</p>")
+    elif linking.get("note"):
+        annotation_html += f"<p>{esc(linking['note'])}</p>"
 
     rtss = report.get("rtss")
     if rtss:

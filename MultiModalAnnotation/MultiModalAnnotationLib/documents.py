@@ -144,6 +144,10 @@ class AnnotationDocument:
     image: ImageRef
     annotations: Tuple[Annotation, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Image-text links (R-8.4.2): the ``report_links`` JSON section (:mod:`.links`), or None.
+    report_links: Optional[Mapping[str, Any]] = None
+    #: Image-structured data (R-8.4.3): the ``structured_data`` JSON section (:mod:`.structured`), or None.
+    structured_data: Optional[Mapping[str, Any]] = None
 
     def annotation(self, annotation_id: str) -> Annotation:
         for item in self.annotations:
@@ -152,15 +156,21 @@ class AnnotationDocument:
         raise InputError(f"no annotation {annotation_id!r}", field="annotations.id")
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"schema": schema_id(SCHEMA), "task_id": self.task_id,
+        data = {"schema": schema_id(SCHEMA), "task_id": self.task_id,
                 "template": {"id": self.template_id, "version": self.template_version},
                 "image": self.image.to_dict(), "annotations": [a.to_dict() for a in self.annotations],
                 "metadata": copy.deepcopy(dict(self.metadata))}
+        if self.report_links is not None:
+            data["report_links"] = copy.deepcopy(dict(self.report_links))
+        if self.structured_data is not None:
+            data["structured_data"] = copy.deepcopy(dict(self.structured_data))
+        return data
 
     def replace(self, **changes: Any) -> AnnotationDocument:
         values: Dict[str, Any] = {"task_id": self.task_id, "template_id": self.template_id,
                                   "template_version": self.template_version, "image": self.image,
-                                  "annotations": self.annotations, "metadata": self.metadata}
+                                  "annotations": self.annotations, "metadata": self.metadata,
+                                  "report_links": self.report_links, "structured_data": self.structured_data}
         values.update(changes)
         values["annotations"] = tuple(values["annotations"])
         return AnnotationDocument(**values)
@@ -219,6 +229,14 @@ def document_problems(data: Any) -> List[str]:
         ids.setdefault(item["id"], n)
     for n, item in enumerate(data["annotations"]):
         problems += _payload_problems(f"annotations[{n}]", item)
+    if data.get("report_links") is not None:
+        from .links import report_links_problems
+
+        problems += report_links_problems(data["report_links"], data["annotations"])
+    if data.get("structured_data") is not None:
+        from .structured import structured_data_problems
+
+        problems += structured_data_problems(data["structured_data"], data["annotations"])
     return problems
 
 
@@ -289,7 +307,8 @@ def document_from_dict(data: Any, file: Optional[str] = None) -> AnnotationDocum
         task_id=data["task_id"], template_id=data["template"]["id"], template_version=data["template"]["version"],
         image=ImageRef.from_dict(data["image"]),
         annotations=tuple(Annotation.from_dict(a) for a in data["annotations"]),
-        metadata=copy.deepcopy(data["metadata"]))
+        metadata=copy.deepcopy(data["metadata"]), report_links=copy.deepcopy(data.get("report_links")),
+        structured_data=copy.deepcopy(data.get("structured_data")))
 
 
 def _is_appendix_b(data: Any) -> bool:

@@ -29,13 +29,32 @@ def load_schema(name: str) -> Dict[str, Any]:
 
 
 @cache
+def _local_schemas() -> Dict[str, Dict[str, Any]]:
+    """Every schema of ``Resources/schemas`` by ``$id``: a schema may ``$ref`` another one by its
+    ``$id`` (the annotation document refers to its ``report-links`` and ``structured-data`` parts),
+    resolved here and never fetched from the network."""
+    folder = schema_path("annotation").parent
+    found: Dict[str, Dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.schema.json")):
+        schema = load_schema(path.name[: -len(".schema.json")])
+        found[str(schema["$id"])] = schema
+    return found
+
+
+@cache
 def _validator(name: str) -> Any:
     import jsonschema
 
     schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    try:
+        from referencing import Registry, Resource
+    except ImportError:  # jsonschema < 4.18 (no 'referencing'): the older resolver with a local store
+        resolver = jsonschema.RefResolver.from_schema(schema, store=_local_schemas())
+        return cls(schema, resolver=resolver, format_checker=cls.FORMAT_CHECKER)
+    registry = Registry().with_resources((uri, Resource.from_contents(s)) for uri, s in _local_schemas().items())
+    return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
 
 
 def json_path(parts: Any) -> str:

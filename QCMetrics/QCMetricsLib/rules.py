@@ -18,7 +18,18 @@ rule                        finding
 ``REQUIRED_ATTRIBUTES``     an annotation of a label lacks an attribute the task requires
 ``TRACEABILITY``            an annotation document lacks annotator, version, time stamps or software
 ``EMPTY_LABEL``             a label is declared but has no voxel
+``TEXT_LINK_CONSISTENCY``   a report fragment linked to a region is marked "inconsistent" with it
+                            (R-8.4.2.4): an error once a person confirmed it, a warning while it is
+                            the consistency aids' proposal
+``TEXT_LINK_ANCHOR``        a link's quoted report text is no longer found in the report (stale)
+``TIME_DEVIATION``          a structured record's exam time is more than the task's threshold away
+                            from the image (R-8.4.3.5, info: the tag lets training filter it)
 ==========================  ======================================================================
+
+The last three read the ``report_links`` and ``structured_data`` sections of an annotation
+document given as a dict (:func:`document_section_findings`); the MultiModalAnnotation core that
+writes those sections reports through the same function, so ``mmanno link check`` and ``qc
+compare --document`` give the same findings.
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ RULES = {
     "REQUIRED_ATTRIBUTES": "completeness: required attributes present",
     "TRACEABILITY": "traceability: annotator, version, time stamps and software recorded",
     "EMPTY_LABEL": "completeness: declared labels are not empty",
+    "TEXT_LINK_CONSISTENCY": "plausibility: report text and image region agree (8.4.2.4)",
+    "TEXT_LINK_ANCHOR": "traceability: every link still points at its quoted report text",
+    "TIME_DEVIATION": "consistency: structured data close in time to the image (8.4.3.5)",
 }
 
 
@@ -76,6 +90,46 @@ def containment_fraction_outside(child: np.ndarray, parent: np.ndarray) -> float
 
 def _inside(point: Sequence[float], shape: Sequence[int]) -> bool:
     return all(-0.5 <= float(p) <= n - 0.5 for p, n in zip(point, shape))
+
+
+def _short(text: str, n: int = 40) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+def document_section_findings(document: Dict[str, Any], side: str = "test") -> List[Finding]:
+    """Findings of the image-text links and structured records of an annotation document (dict)."""
+    findings: List[Finding] = []
+    raw_links = document.get("report_links")
+    links: Dict[str, Any] = raw_links if isinstance(raw_links, dict) else {}
+    for link in links.get("links", []) if isinstance(links.get("links"), list) else []:
+        if not isinstance(link, dict):
+            continue
+        target = str((link.get("target") or {}).get("annotation_id", ""))
+        quote = _short((link.get("text") or {}).get("quote", ""))
+        where = f"link {link.get('id')} ({link.get('semantic_type')}) \u201c{quote}\u201d -> {target}"
+        anchor = link.get("anchor") or {}
+        if anchor.get("state") == "stale":
+            findings.append(Finding("TEXT_LINK_ANCHOR", "warning", f"{where}: {anchor.get('note', 'stale')}", target,
+                                    side))
+        consistency = link.get("consistency") or {}
+        if consistency.get("state") == "inconsistent":
+            person = consistency.get("source") == "person"
+            who = "confirmed by a person" if person else "proposed, to be confirmed"
+            findings.append(Finding("TEXT_LINK_CONSISTENCY", "error" if person else "warning",
+                                    f"{where}: inconsistent ({who}): {consistency.get('note', '')}", target, side))
+    raw_structured = document.get("structured_data")
+    structured: Dict[str, Any] = raw_structured if isinstance(raw_structured, dict) else {}
+    for table in structured.get("tables", []) if isinstance(structured.get("tables"), list) else []:
+        for record in table.get("records", []) if isinstance(table, dict) else []:
+            deviation = record.get("time_deviation") if isinstance(record, dict) else None
+            if isinstance(deviation, dict) and deviation.get("tag"):
+                findings.append(Finding("TIME_DEVIATION", "info",
+                                        f"table {table.get('id')} record {record.get('id')}: exam date "
+                                        f"{deviation.get('exam_date')} is {deviation.get('days')} days from the image "
+                                        f"({deviation.get('image_date')}); more than {deviation.get('threshold_days')} "
+                                        "days: time-deviation tag", str(record.get("id", "")), side))
+    return findings
 
 
 def check_document(document: Dict[str, Any], known_codes: Optional[Sequence[str]],
@@ -124,4 +178,5 @@ def check_document(document: Dict[str, Any], known_codes: Optional[Sequence[str]
                 findings.append(Finding("INSIDE_IMAGE", "error",
                                         f"{where}: {len(outside)} coordinate(s) outside the image {list(shape)}, "
                                         f"e.g. {list(outside[0])}", code, side))
+    findings += document_section_findings(document, side)
     return findings

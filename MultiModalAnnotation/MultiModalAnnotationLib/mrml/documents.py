@@ -56,6 +56,8 @@ class DocumentNodes:
     segmentation: Any = None
     points: Any = None
     shapes: List[Any] = field(default_factory=list)
+    reports: List[Any] = field(default_factory=list)
+    tables: List[Any] = field(default_factory=list)
 
 
 def _vtk_matrix(array: np.ndarray) -> Any:
@@ -167,6 +169,10 @@ def scene_from_document(scene: Any, document: AnnotationDocument, template: Labe
         shape.SetAttribute(TAG_LABEL_CODE, item.label_code)
         doc_node.AddNodeReferenceID(REF_SHAPES, shape.GetID())
         nodes.shapes.append(shape)
+    from .links import links_to_scene, store_link_order  # reports, links, records (R-8.4.2, R-8.4.3)
+
+    nodes.reports, nodes.tables = links_to_scene(scene, document, nodes)
+    store_link_order(doc_node, document)
     return nodes
 
 
@@ -303,8 +309,15 @@ def document_from_scene(scene: Any, document_node: Any = None, template: Optiona
             found[meta["id"]] = _annotation(meta, {"polygon": [[float(p[0]), float(p[1])] for p in ijk],
                                                    "slice_index": k})
     order = [i for i in header["order"] if i in found] + [i for i in found if i not in header["order"]]
+    from .links import links_from_scene
+
+    report_links, structured = links_from_scene(document_node)
     document = AnnotationDocument(header["task_id"], header["template"]["id"], header["template"]["version"], image,
-                                  tuple(found[i] for i in order), header["metadata"])
+                                  tuple(found[i] for i in order), header["metadata"], report_links, structured)
+    if report_links is not None:  # the targets' cross_modal_links follow a link re-anchored in the scene
+        from ..links import ReportLinks, with_report_links
+
+        document = with_report_links(document, ReportLinks.from_dict(report_links))
     return document, masks
 
 

@@ -136,6 +136,49 @@ def scenario_annotation_document_round_trips_through_the_scene(scene: Any, workd
             raise AssertionError(f"{ident}: mask voxels changed")
 
 
+def scenario_sample_report_links_check_and_round_trip_through_the_scene(
+        scene: Any, workdir: str | os.PathLike[str]) -> None:
+    """R-8.4.2 on the thyroid sample's own reports (Chinese and English): the first sentence of each
+    is linked to the nodule mask; the consistency aids find them consistent (size, lobe); a copy
+    that names the left lobe is proposed inconsistent; the report text nodes, the links (attributes
+    and node references to the segmentation) and their states come back from the scene unchanged."""
+    import json as _json
+
+    from RTSSBridgeLib.samples import write_sample
+
+    from ..consistency import check_links
+    from ..links import add_link, add_report, report_links_of
+    from ..reports_text import Report, split_sentences
+    from ..sample_documents import document_from_sample
+    from .documents import document_from_scene, scene_from_document
+    from .links import LINK_PREFIX
+
+    case = write_sample("us-thyroid", Path(workdir) / "us-thyroid-report", seed=5)
+    document, masks, template = document_from_sample(Path(case.root))
+    report = _json.loads((Path(case.root) / "ground_truth" / "nodule.json").read_text("utf-8"))["report"]
+    target = next(a.id for a in document.annotations if a.type == "mask" and a.label_code == "THYROID_NODULE")
+    wrong = report["text_zh"].replace("甲状腺右叶", "甲状腺左叶", 1)
+    for ident, text in (("RPT_ZH", report["text_zh"]), ("RPT_EN", report["text_en"]), ("RPT_WRONG", wrong)):
+        document = add_report(document, Report(ident, text))
+        first = split_sentences(text)[0]
+        document, _ = add_link(document, ident, first.start, first.end, target, "finding", actor="scenario",
+                               time="2026-01-01T00:00:00Z")
+    document, results = check_links(document, template, masks)
+    states = [r.state for r in results]
+    if states != ["consistent", "consistent", "inconsistent"]:
+        raise AssertionError(f"consistency of the sample's reports: {[(r.state, r.note) for r in results]}")
+    nodes = scene_from_document(scene, document, template, masks)
+    if [n.GetAttribute("MultiModalAnnotation.ReportId") for n in nodes.reports] != ["RPT_ZH", "RPT_EN", "RPT_WRONG"]:
+        raise AssertionError("the reports did not become text nodes")
+    if nodes.reports[0].GetNodeReference(LINK_PREFIX + "TXT_SPAN_01") is not nodes.segmentation:
+        raise AssertionError("the link does not reference the segmentation that shows its target")
+    back, _ = document_from_scene(scene, nodes.document_node, template)
+    if back.report_links != document.report_links:
+        raise AssertionError("the links changed through the scene")
+    if [i.consistency.state for i in report_links_of(back).links] != states:
+        raise AssertionError("the consistency states changed through the scene")
+
+
 def scenarios() -> Dict[str, Callable[[Any, Any], None]]:
     """Every ``scenario_*`` function of this module by name, in definition order."""
     return {name[len("scenario_"):]: func for name, func in globals().items()
