@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "RTSSBridgeLib.convert_cli",
     "MultiModalAnnotationLib.demo",
     "MultiModalAnnotationLib.commands",
+    "MultiModalAnnotationLib.fusion_cli",
 )
 
 

@@ -144,6 +144,8 @@ class AnnotationDocument:
     image: ImageRef
     annotations: Tuple[Annotation, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: The image-image fusion record (R-8.4.1.2, 8.4.1.6; :mod:`.fusion.record`), or None.
+    fusion: Optional[Mapping[str, Any]] = None
 
     def annotation(self, annotation_id: str) -> Annotation:
         for item in self.annotations:
@@ -152,15 +154,19 @@ class AnnotationDocument:
         raise InputError(f"no annotation {annotation_id!r}", field="annotations.id")
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"schema": schema_id(SCHEMA), "task_id": self.task_id,
+        data = {"schema": schema_id(SCHEMA), "task_id": self.task_id,
                 "template": {"id": self.template_id, "version": self.template_version},
                 "image": self.image.to_dict(), "annotations": [a.to_dict() for a in self.annotations],
                 "metadata": copy.deepcopy(dict(self.metadata))}
+        if self.fusion is not None:
+            data["fusion"] = copy.deepcopy(dict(self.fusion))
+        return data
 
     def replace(self, **changes: Any) -> AnnotationDocument:
         values: Dict[str, Any] = {"task_id": self.task_id, "template_id": self.template_id,
                                   "template_version": self.template_version, "image": self.image,
-                                  "annotations": self.annotations, "metadata": self.metadata}
+                                  "annotations": self.annotations, "metadata": self.metadata,
+                                  "fusion": self.fusion}
         values.update(changes)
         values["annotations"] = tuple(values["annotations"])
         return AnnotationDocument(**values)
@@ -219,6 +225,46 @@ def document_problems(data: Any) -> List[str]:
         ids.setdefault(item["id"], n)
     for n, item in enumerate(data["annotations"]):
         problems += _payload_problems(f"annotations[{n}]", item)
+    problems += _fusion_problems(data.get("fusion"))
+    return problems
+
+
+def _fusion_problems(fusion: Optional[Mapping[str, Any]]) -> List[str]:
+    """Internal consistency of the fusion record (the schema checked its form)."""
+    if fusion is None:
+        return []
+    problems = []
+    reference = fusion["reference"]["series_key"]
+    keys: Dict[str, int] = {}
+    for n, item in enumerate(fusion["moving"]):
+        at = f"fusion.moving[{n}]"
+        if item["series_key"] == reference:
+            problems.append(f"{at}.series_key: {reference} is the reference; rule: the reference is not registered")
+        if item["series_key"] in keys:
+            problems.append(f"{at}.series_key: {item['series_key']} listed twice (also fusion.moving"
+                            f"[{keys[item['series_key']]}])")
+        keys.setdefault(item["series_key"], n)
+        reason = unsafe_path_reason(item["transform_file"])
+        if reason:
+            problems.append(f"{at}.transform_file: {reason}")
+        for name in ("matrix_lps", "matrix_ras"):
+            m = np.asarray(item[name], dtype=float)
+            if not np.all(np.isfinite(m)) or not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+                problems.append(f"{at}.{name}: last row must be [0, 0, 0, 1] and all numbers finite")
+        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+        if not problems and not np.allclose(flip @ np.asarray(item["matrix_lps"]) @ flip, item["matrix_ras"],
+                                            atol=1e-6):
+            problems.append(f"{at}.matrix_ras: is not matrix_lps written in RAS (diag(-1,-1,1,1) M diag(-1,-1,1,1))")
+    known = {reference, *keys}
+    for n, item in enumerate(fusion.get("consistency", [])):
+        for side in ("reference_series", "other_series"):
+            if item[side] not in known:
+                problems.append(f"fusion.consistency[{n}].{side}: {item[side]} is neither the reference nor a "
+                                "registered series")
+    if "preview_file" in fusion:
+        reason = unsafe_path_reason(fusion["preview_file"])
+        if reason:
+            problems.append(f"fusion.preview_file: {reason}")
     return problems
 
 
@@ -289,7 +335,8 @@ def document_from_dict(data: Any, file: Optional[str] = None) -> AnnotationDocum
         task_id=data["task_id"], template_id=data["template"]["id"], template_version=data["template"]["version"],
         image=ImageRef.from_dict(data["image"]),
         annotations=tuple(Annotation.from_dict(a) for a in data["annotations"]),
-        metadata=copy.deepcopy(data["metadata"]))
+        metadata=copy.deepcopy(data["metadata"]),
+        fusion=copy.deepcopy(data["fusion"]) if "fusion" in data else None)
 
 
 def _is_appendix_b(data: Any) -> bool:
