@@ -111,7 +111,8 @@ def pair_landmarks(fixed: Landmarks, moving: Landmarks) -> Tuple[List[str], np.n
     only_fixed = sorted(set(fixed.names) - set(moving.names))
     only_moving = sorted(set(moving.names) - set(fixed.names))
     if only_fixed or only_moving:
-        which = f"only in the fixed file: {only_fixed[:5]}" if only_fixed else f"only in the moving file: {only_moving[:5]}"
+        which = (f"only in the fixed file: {only_fixed[:5]}" if only_fixed
+                 else f"only in the moving file: {only_moving[:5]}")
         raise InputError(f"landmark names differ ({which}); rule: each landmark is named in both files",
                          file=moving.source or fixed.source or None, field="points.name")
     if len(fixed.names) < 3:
@@ -223,8 +224,8 @@ def common_grid(a: ImageGeometry, b: ImageGeometry, spacing_mm: float) -> ImageG
     hi_mm = hi * np.asarray(a.spacing_mm)
     shape = np.maximum(np.floor((hi_mm - lo_mm) / spacing_mm).astype(int) + 1, 1)
     origin = a.ijk_to_lps(lo)
-    return ImageGeometry(tuple(int(s) for s in shape), (spacing_mm,) * 3, tuple(origin.tolist()),  # type: ignore[arg-type]
-                         a.direction)
+    return ImageGeometry((int(shape[0]), int(shape[1]), int(shape[2])), (spacing_mm,) * 3,
+                         (float(origin[0]), float(origin[1]), float(origin[2])), a.direction)
 
 
 def _largest_filled(mask: np.ndarray) -> np.ndarray:
@@ -290,7 +291,7 @@ def body_alignment(ct: FusionImage, pet: FusionImage, transform: Optional[Any] =
                          f"{grid_spacing_mm:g} mm); rule: CT in HU and PET in activity units of one body",
                          file=pet.source or None, field="voxels")
     c_ct, v_ct, e_ct = _moments(ct_mask, grid)
-    c_pet, v_pet, e_pet = _moments(pet_mask, grid)
+    c_pet, _, e_pet = _moments(pet_mask, grid)
     shift = c_pet - c_ct  # where the PET puts the body relative to the CT
     # Principal axes: sign-align each PET axis with its CT twin, then the rotation between the frames.
     signs = np.sign(np.sum(e_ct * e_pet, axis=0))

@@ -61,7 +61,8 @@ class ConsistencyResult:
                 "reason": self.reason(), "reference_voxels": self.reference_voxels, "other_voxels": self.other_voxels}
 
 
-def map_mask(mask: np.ndarray, source: ImageGeometry, target: ImageGeometry, transform: Optional[Any] = None) -> np.ndarray:
+def map_mask(mask: np.ndarray, source: ImageGeometry, target: ImageGeometry,
+             transform: Optional[Any] = None) -> np.ndarray:
     """``mask`` (on ``source``) on the grid ``target``; ``transform`` maps target points to source
     points (reference -> other, as a registration result); none = the same frame."""
     import SimpleITK as sitk
@@ -91,8 +92,8 @@ def consistency_check(structure: str, reference_mask: np.ndarray, reference_geom
         raise InputError(f"must be within 3-5 mm (8.4.1.5), got {threshold_mm}", field="fusion_deviation_mm")
     ref = np.asarray(reference_mask).astype(bool)
     if ref.shape != reference_geometry.array_shape:
-        raise InputError(f"reference mask shape {list(ref.shape)} is not the grid's {list(reference_geometry.array_shape)}",
-                         field=f"{structure}.reference")
+        raise InputError(f"reference mask shape {list(ref.shape)} is not the grid's "
+                         f"{list(reference_geometry.array_shape)}", field=f"{structure}.reference")
     if np.asarray(other_mask).shape != other_geometry.array_shape:
         raise InputError(f"mask shape {list(np.asarray(other_mask).shape)} is not the grid's "
                          f"{list(other_geometry.array_shape)}", field=f"{structure}.{other_series}")
@@ -134,7 +135,7 @@ def _fit(tile: np.ndarray, size: int) -> np.ndarray:
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     rows = np.minimum((np.arange(nh) / scale).astype(int), h - 1)
     cols = np.minimum((np.arange(nw) / scale).astype(int), w - 1)
-    out = np.zeros((size, size) + tile.shape[2:], dtype=tile.dtype)
+    out = np.zeros((size, size, *tile.shape[2:]), dtype=tile.dtype)
     out[:nh, :nw] = tile[rows][:, cols]
     return out
 

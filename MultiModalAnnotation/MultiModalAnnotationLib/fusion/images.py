@@ -113,5 +113,5 @@ def to_sitk(voxels: np.ndarray, geometry: ImageGeometry, dtype: Any = np.float32
 def geometry_of(image: sitk.Image) -> ImageGeometry:
     """The :class:`ImageGeometry` of a SimpleITK image."""
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    return ImageGeometry(tuple(image.GetSize()), tuple(image.GetSpacing()),  # type: ignore[arg-type]
-                         tuple(image.GetOrigin()), tuple(tuple(r) for r in direction))  # type: ignore[arg-type]
+    return ImageGeometry.from_dict({"shape": list(image.GetSize()), "spacing_mm": list(image.GetSpacing()),
+                                    "origin_lps": list(image.GetOrigin()), "direction": direction.tolist()})
