@@ -40,6 +40,8 @@ MAX_PANEL_SEED = 2147483647
 BUILTIN_TEMPLATES = ("brain-mets-mr", "liver-ct-couinaud", "lung-ct", "ra-hand-foot-mtss", "thyroid-us-tirads")
 #: Mask layouts of an export package.
 PACKAGE_LAYOUTS = ("per_mask", "labelmap")
+#: Registration models the panel offers (B-spline is on the command line: mmanno register --mode bspline).
+REGISTRATION_MODES = ("rigid", "affine")
 
 
 def _requireCore() -> None:
@@ -90,6 +92,8 @@ class MultiModalAnnotationParameterNode:
     annotator - pseudonymous annotator id.
     packageLayout - per_mask or labelmap.
     exportZip - write the package as a zip file.
+    movingVolume - the series registered onto the reference image (R-8.4.1).
+    registrationMode - rigid or affine.
     """
 
     sampleKind: Annotated[str, Choice(list(SAMPLE_KINDS))] = SAMPLE_KINDS[0]
@@ -99,6 +103,8 @@ class MultiModalAnnotationParameterNode:
     annotator: str = ""
     packageLayout: Annotated[str, Choice(list(PACKAGE_LAYOUTS))] = PACKAGE_LAYOUTS[0]
     exportZip: bool = False
+    movingVolume: vtkMRMLScalarVolumeNode
+    registrationMode: Annotated[str, Choice(list(REGISTRATION_MODES))] = REGISTRATION_MODES[0]
 
 
 #
@@ -133,6 +139,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.createSegmentationButton.connect("clicked(bool)", self.onCreateSegmentationButton)
         self.ui.saveDocumentButton.connect("clicked(bool)", self.onSaveDocumentButton)
         self.ui.exportPackageButton.connect("clicked(bool)", self.onExportPackageButton)
+        self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -240,6 +247,23 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                                             asZip=bool(self._parameterNode.exportZip), taskPath=taskPath)
             self.ui.annotationStatusLabel.text = _(
                 "Exported the package to {path}; its manifest lists the SHA-256 of every file.").format(path=path)
+
+
+    def onRegisterButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to register the moving image."), waitCursor=True):
+            node, result, decision = self.logic.registerVolumes(
+                self._parameterNode.referenceVolume, self._parameterNode.movingVolume,
+                self._parameterNode.registrationMode, self._outputFolder())
+            self.ui.fusionStatusLabel.text = _(
+                "Registered ({mode}): metric {before:.3f} -> {after:.3f}; residual {translation:.2f} mm, "
+                "{rotation:.2f} deg. Transform file: {path}").format(
+                mode=result["mode"], before=result["metric_before"], after=result["metric_after"],
+                translation=result.get("residual_translation_mm", float("nan")),
+                rotation=result.get("residual_rotation_deg", float("nan")), path=result["transform_file"])
+            self.ui.guardStatusLabel.text = (_("Annotation allowed: {reason}") if decision.allowed
+                                             else _("Annotation refused: {reason}")).format(reason=decision.reason)
 
 
 #
@@ -374,6 +398,22 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         target = self._newPath(outputDir, f"{document.task_id}-package", ".zip" if asZip else "")
         return str(export_package(target, document, labelTemplate, task=task, masks=masks, layout=layout,
                                   as_zip=asZip))
+
+    def registerVolumes(self, referenceVolumeNode: Any, movingVolumeNode: Any, mode: str = "rigid",
+                        outputDir: str = "", thresholdMm: float = 3.0, scene: Any = None) -> Tuple[Any, Any, Any]:
+        """Register the moving volume onto the reference (R-8.4.1): the transform file is written to
+        ``outputDir``, the moving volume is placed under a new transform node. Returns
+        (transform node, result dictionary, guard decision)."""
+        _requireCore()
+        from MultiModalAnnotationLib.mrml.fusion import register_volume_nodes
+
+        if mode not in REGISTRATION_MODES:
+            raise ValueError(f"mode: {mode!r} is not one of {', '.join(REGISTRATION_MODES)}")
+        if referenceVolumeNode is None or movingVolumeNode is None:
+            raise ValueError(_("Choose the reference image and the moving image."))
+        path = self._newPath(outputDir, f"{movingVolumeNode.GetName()}-to-{referenceVolumeNode.GetName()}", ".h5")
+        return register_volume_nodes(scene or slicer.mrmlScene, referenceVolumeNode, movingVolumeNode, path,
+                                     mode=mode, threshold_mm=thresholdMm)
 
     @staticmethod
     def _newPath(outputDir: str, stem: str, suffix: str) -> str:

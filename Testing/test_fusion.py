@@ -545,3 +545,30 @@ def test_mrml_harden_resamples_the_moving_volume_onto_the_reference(
     assert geometry_from_volume_node(out).isclose(fixed.geometry)
     resampled = array_from_volume_node(out)
     assert np.corrcoef(resampled.ravel(), fixed.voxels.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.slicer
+def test_panel_logic_registers_volume_nodes_and_reports_the_guard(
+        slicer_modules: Dict[str, Any], mrml_scene: Any, synthetic: Tuple[FusionImage, FusionImage],
+        tmp_path: Path) -> None:
+    """The panel's Register button (Logic.registerVolumes): transform file, node over the moving
+    volume mapping fixed -> moving like the file, residual measured, guard allows (8.4.1.4)."""
+    import SimpleITK as sitk
+
+    from MultiModalAnnotationLib.mrml import fusion as mrml_fusion
+    from RTSSBridgeLib.mrml.volumes import volume_node_from_array
+
+    fixed, moving = synthetic
+    f_node = volume_node_from_array(mrml_scene, fixed.voxels, fixed.geometry, "T1W_C")
+    m_node = volume_node_from_array(mrml_scene, moving.voxels, moving.geometry, "T2W")
+    logic = slicer_modules["MultiModalAnnotation"].MultiModalAnnotationLogic()
+    with pytest.raises(ValueError, match="mode"):
+        logic.registerVolumes(f_node, m_node, "demons", str(tmp_path), scene=mrml_scene)
+    node, result, decision = logic.registerVolumes(f_node, m_node, "rigid", str(tmp_path), scene=mrml_scene)
+    assert m_node.GetParentTransformNode() is node
+    assert decision.allowed and decision.state == "registered", decision.reason
+    assert result["residual_translation_mm"] < 1.0
+    loaded = sitk.ReadTransform(result["transform_file"])
+    assert np.allclose(mrml_fusion.matrix_lps_of_node(node), registration.transform_matrix_lps(loaded), atol=1e-9)
+    truth = (np.array([10.0, -5.0, 3.0, 1.0]) @ MOTION.T)[:3]
+    assert np.linalg.norm(registration.map_points(loaded, [[10.0, -5.0, 3.0]])[0] - truth) < 1.0

@@ -99,3 +99,45 @@ def harden_resampled(scene: Any, fixed_volume: Any, moving_volume: Any, name: Op
     out = resample_onto(fixed, moving, matrix_to_affine_transform(matrix_lps_of_node(parent)))
     return volume_node_from_array(scene, out.voxels, fixed.geometry, name or f"{moving_volume.GetName()} registered",
                                   attributes={ATTR_PREFIX + "RegisteredFrom": moving_volume.GetID()})
+
+
+def register_volume_nodes(scene: Any, reference_volume: Any, moving_volume: Any, transform_path: str,
+                          mode: str = "rigid", threshold_mm: float = 3.0, residual: bool = True) -> Any:
+    """Register ``moving_volume`` onto ``reference_volume`` (the panel's Register button): write the
+    transform file, add the transform node with the moving volume under it, measure the image
+    residual and decide the guard (8.4.1.4). Returns ``(transform node, result JSON, guard decision)``."""
+    from RTSSBridgeLib.mrml.volumes import ATTR_MODALITY, array_from_volume_node, geometry_from_volume_node
+
+    from ..fusion.accuracy import image_residual
+    from ..fusion.guard import FusionGuard, RegistrationState
+    from ..fusion.images import FusionImage
+    from ..fusion.registration import RegistrationParameters, register, write_transform
+
+    if reference_volume is None or moving_volume is None:
+        raise ValueError("choose the reference and the moving volume")
+    if reference_volume.GetID() == moving_volume.GetID():
+        raise ValueError("the moving volume is the reference itself")
+    fixed = FusionImage(array_from_volume_node(reference_volume), geometry_from_volume_node(reference_volume),
+                        modality=reference_volume.GetAttribute(ATTR_MODALITY) or "")
+    moving = FusionImage(array_from_volume_node(moving_volume), geometry_from_volume_node(moving_volume),
+                         modality=moving_volume.GetAttribute(ATTR_MODALITY) or "")
+    result = register(fixed, moving, RegistrationParameters(mode=mode))
+    write_transform(result.transform, transform_path)
+    data = result.to_dict()
+    data["transform_file"] = transform_path
+    state = RegistrationState(moving_volume.GetName(), transform_file=transform_path)
+    if residual:
+        r = image_residual(fixed, moving, result.transform)
+        data["residual_translation_mm"] = r.translation_mm
+        data["residual_rotation_deg"] = r.rotation_deg
+        state.residual_translation_mm = r.translation_mm
+        state.residual_rotation_deg = r.rotation_deg
+    if result.deformable:
+        node = None
+    else:
+        node = transform_node_from_result(scene, result, f"{moving_volume.GetName()} to {reference_volume.GetName()}",
+                                          moving_volume, transform_file=transform_path)
+    guard = FusionGuard(reference=reference_volume.GetName(), threshold_mm=threshold_mm,
+                        moving=[moving_volume.GetName()])
+    guard.record(state)
+    return node, data, guard.decide(moving_volume.GetName())
