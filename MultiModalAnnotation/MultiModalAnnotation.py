@@ -253,7 +253,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._parameterNode is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to register the moving image."), waitCursor=True):
-            node, result, decision = self.logic.registerVolumes(
+            _node, result, decision = self.logic.registerVolumes(
                 self._parameterNode.referenceVolume, self._parameterNode.movingVolume,
                 self._parameterNode.registrationMode, self._outputFolder())
             self.ui.fusionStatusLabel.text = _(
