@@ -255,6 +255,8 @@ def test_demo_passes_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert "all checks passed" in html and "<table>" in html
     assert report["qc"]["report"] == "qc/report.html" and (tmp_path / "demo" / "qc" / "report.html").is_file()
     assert 'href="qc/report.html"' in html
+    assert report["fusion"]["check"] == "pet_ct_body_outline" and report["fusion"]["passed"]  # R-8.4.1.3
+    assert "PET-CT body-outline check" in html
     code, _, err = run(["demo", "--kind", "pet-ct", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
     assert code == 2 and "exists and is not empty" in err
 
