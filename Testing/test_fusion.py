@@ -572,3 +572,24 @@ def test_panel_logic_registers_volume_nodes_and_reports_the_guard(
     assert np.allclose(mrml_fusion.matrix_lps_of_node(node), registration.transform_matrix_lps(loaded), atol=1e-9)
     truth = (np.array([10.0, -5.0, 3.0, 1.0]) @ MOTION.T)[:3]
     assert np.linalg.norm(registration.map_points(loaded, [[10.0, -5.0, 3.0]])[0] - truth) < 1.0
+
+
+@pytest.mark.parametrize("name", ["landmarks", "registration-result", "fusion-check", "annotation"])
+def test_fusion_schemas_are_versioned_and_document_every_property(name: str) -> None:
+    """STYLE habit 4 for the schemas this capability adds or extends."""
+    from Testing.test_templates import (
+        test_schemas_are_versioned_and_describe_every_property_with_an_example as documented,
+    )
+
+    documented(name)
+
+
+def test_a_folder_with_several_series_needs_one_named(mr: Dict[str, Any]) -> None:
+    """Registration inputs: one 3-D series per folder, or the SeriesInstanceUID of one."""
+    root = Path(mr["case"].root) / "dicom"
+    with pytest.raises(InputError, match="3 series in the folder"):
+        read_image(root)
+    image = read_image(root, series_uid=mr["moving"].series_instance_uid)
+    assert image.geometry.isclose(mr["moving"].geometry)
+    with pytest.raises(InputError, match="no series 1.2.3 in the folder"):
+        read_image(root, series_uid="1.2.3")

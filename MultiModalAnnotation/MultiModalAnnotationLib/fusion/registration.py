@@ -297,6 +297,11 @@ def _method(params: RegistrationParameters, fixed: sitk.Image, levels: Optional[
     factors = [int(f) for f in (levels or params.shrink_factors)]
     _sample(reg, params, fixed, factors)
     reg.SetInterpolator(sitk.sitkLinear)
+    # Mattes MI needs only the moving image's gradient: not filtering the fixed image saves 0.3 s per
+    # level and per metric evaluation on mr-brain-mets with the same result. (Computing the moving
+    # gradient at the sample points only is faster still but ended at 1.02 mm TRE instead of 0.56.)
+    reg.SetMetricUseFixedImageGradientFilter(False)
+    reg.SetMetricUseMovingImageGradientFilter(True)
     # Gradient descent with the learning rate re-estimated at every iteration and steps of at most
     # max_step_mm. Measured on mr-brain-mets T2W -> T1W+C (rigid, 3 levels): mean TRE 0.56 mm in 5.8 s;
     # regular-step descent (learning rate 2, relaxation 0.6) ended at 1.8 mm after 12 s, jumping
