@@ -591,5 +591,5 @@ def test_a_folder_with_several_series_needs_one_named(mr: Dict[str, Any]) -> Non
         read_image(root)
     image = read_image(root, series_uid=mr["moving"].series_instance_uid)
     assert image.geometry.isclose(mr["moving"].geometry)
-    with pytest.raises(InputError, match="no series 1.2.3 in the folder"):
+    with pytest.raises(InputError, match=r"no series 1\.2\.3 in the folder"):
         read_image(root, series_uid="1.2.3")
