@@ -593,3 +593,28 @@ def test_a_folder_with_several_series_needs_one_named(mr: Dict[str, Any]) -> Non
     assert image.geometry.isclose(mr["moving"].geometry)
     with pytest.raises(InputError, match=r"no series 1\.2\.3 in the folder"):
         read_image(root, series_uid="1.2.3")
+
+
+@pytest.mark.slicer
+@pytest.mark.parametrize("suffix", [".h5", ".tfm"])
+def test_transform_file_loads_as_an_mrml_node_mapping_the_same_points(mrml_scene: Any, mr: Dict[str, Any],
+                                                                     tmp_path: Path, suffix: str) -> None:
+    """R-8.4.1.2: the file read by MRML's transform storage node (Slicer's Add Data) maps the same
+    points as SimpleITK to 1e-6 mm, and as the node built from matrix_lps."""
+    import SimpleITK as sitk
+
+    from MultiModalAnnotationLib.mrml import fusion as mrml_fusion
+    from RTSSBridgeLib.geometry import lps_to_ras, ras_to_lps
+
+    path = registration.write_transform(mr["result"].transform, tmp_path / f"t{suffix}")
+    node = mrml_fusion.transform_node_from_file(mrml_scene, str(path))
+    built = mrml_fusion.transform_node_from_matrix(mrml_scene, mr["result"].matrix_lps, "built")
+    points = np.array([[0.0, 0.0, 0.0], [-60.5, 40.25, 30.0], [70.0, -80.0, -50.0]])
+    expected = registration.map_points(sitk.ReadTransform(str(path)), points)
+    for n in (node, built):
+        got = ras_to_lps(mrml_fusion.fixed_to_moving_ras(n, lps_to_ras(points)))
+        assert np.max(np.abs(got - expected)) < 1e-6
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a transform file MRML can read"):
+        mrml_fusion.transform_node_from_file(mrml_scene, str(bad))

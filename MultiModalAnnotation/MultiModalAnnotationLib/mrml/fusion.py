@@ -69,6 +69,22 @@ def transform_node_from_result(scene: Any, result: Any, name: str, moving_volume
     return node
 
 
+def transform_node_from_file(scene: Any, path: str, name: str = "") -> Any:
+    """Read an ITK transform file (``.h5``/``.tfm``) into a new transform node with MRML's own
+    transform storage node, as Slicer's Add Data does (linear files give a linear node whose
+    transform from parent is the file's fixed -> moving map)."""
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(path))
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name or str(path).rsplit("/", 1)[-1])
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise ValueError(f"{path}: not a transform file MRML can read")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    node.SetAttribute(ATTR_TRANSFORM_FILE, str(path))
+    return node
+
+
 def matrix_lps_of_node(node: Any) -> np.ndarray:
     """The fixed -> moving LPS matrix a linear transform node holds (inverse of :func:`transform_node_from_matrix`)."""
     m = vtk.vtkMatrix4x4()
