@@ -475,6 +475,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0] == out.stderr.splitlines()[-1] and "no such file or folder" in errors[0]
+    out = run_cli("register", "a", "b", "--out", str(tmp_path / "t.mat"))
+    assert out.returncode == 2 and "unknown transform file type" in out.stderr
     out = run_cli("register", "a", "b", "--out", "t.h5", "--threshold", "7")
     assert out.returncode == 2 and "outside 3-5 mm" in out.stderr
     out = run_cli("fusion", "check", str(tmp_path))

@@ -87,11 +87,14 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
     from .fusion.accuracy import image_residual, read_landmarks, target_registration_error
     from .fusion.images import read_image
-    from .fusion.registration import RegistrationParameters, register, write_transform
+    from .fusion.registration import TRANSFORM_SUFFIXES, RegistrationParameters, register, write_transform
     from .schemas import schema_id, schema_problems
 
     if args.iterations < 1:
         raise InputError(f"must be >= 1, got {args.iterations}", field="--iterations")
+    if not str(args.out).lower().endswith(TRANSFORM_SUFFIXES):
+        raise InputError(f"unknown transform file type; rule: one of {', '.join(TRANSFORM_SUFFIXES)}",
+                         file=str(args.out), field="--out")
     progress = Progress("register", enabled=not args.quiet)
     landmarks = (read_landmarks(args.landmarks[0]), read_landmarks(args.landmarks[1])) if args.landmarks else None
     progress(0, 4)
