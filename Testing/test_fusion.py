@@ -576,7 +576,8 @@ def test_panel_logic_registers_volume_nodes_and_reports_the_guard(
     assert np.linalg.norm(registration.map_points(loaded, [[10.0, -5.0, 3.0]])[0] - truth) < 1.0
 
 
-@pytest.mark.parametrize("name", ["landmarks", "registration-result", "fusion-check", "annotation"])
+@pytest.mark.parametrize("name", ["landmarks", "slicer-markups-landmarks", "registration-result", "fusion-check",
+                                  "annotation"])
 def test_fusion_schemas_are_versioned_and_document_every_property(name: str) -> None:
     """STYLE habit 4 for the schemas this capability adds or extends."""
     from Testing.test_templates import (
@@ -620,3 +621,28 @@ def test_transform_file_loads_as_an_mrml_node_mapping_the_same_points(mrml_scene
     bad.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a transform file MRML can read"):
         mrml_fusion.transform_node_from_file(mrml_scene, str(bad))
+
+
+def test_slicer_markups_files_are_read_as_landmarks_in_lps(tmp_path: Path) -> None:
+    """Landmarks placed as Slicer markups (.mrk.json, LPS or RAS) pair with the project's files."""
+    def markups(system: str, points: Dict[str, Any]) -> Dict[str, Any]:
+        return {"@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/"
+                           "Schema/markups-schema-v1.0.3.json#",
+                "markups": [{"type": "Fiducial", "coordinateSystem": system, "coordinateUnits": "mm",
+                             "controlPoints": [{"id": str(n), "label": k, "position": v, "positionStatus": "defined"}
+                                               for n, (k, v) in enumerate(points.items())]}]}
+
+    lps = {"a": [1.0, 2.0, 3.0], "b": [-4.0, 5.5, 6.0], "c": [7.0, -8.0, 9.25]}
+    (tmp_path / "lps.mrk.json").write_text(json.dumps(markups("LPS", lps)))
+    ras = {k: [-v[0], -v[1], v[2]] for k, v in lps.items()}
+    (tmp_path / "ras.mrk.json").write_text(json.dumps(markups("RAS", ras)))
+    a = accuracy.read_landmarks(tmp_path / "lps.mrk.json")
+    b = accuracy.read_landmarks(tmp_path / "ras.mrk.json")
+    assert a.names == ("a", "b", "c") and np.array_equal(a.points_lps, b.points_lps)
+    assert np.array_equal(a.points_lps, np.array(list(lps.values())))
+    tre = accuracy.target_registration_error(registration.matrix_to_affine_transform(np.eye(4)), a, b)
+    assert tre.max_mm == 0.0
+    bad = markups("LPS", {"a": [1.0, 2.0]})
+    (tmp_path / "bad.mrk.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match=r"markups\[0\].controlPoints\[0\].position"):
+        accuracy.read_landmarks(tmp_path / "bad.mrk.json")

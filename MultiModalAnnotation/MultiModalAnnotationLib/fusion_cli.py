@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--init", choices=("geometry", "moments"), default="geometry",
                    help="initialise from the image centres (geometry, default) or intensity centres (moments)")
     p.add_argument("--landmarks", nargs=2, metavar=("FIXED_JSON", "MOVING_JSON"),
-                   help="landmark files (landmarks schema, LPS mm, paired by name) for the TRE")
+                   help="landmark files paired by name for the TRE: the landmarks schema (LPS mm) or Slicer "
+                        "markups point lists (.mrk.json, LPS or RAS)")
     p.add_argument("--threshold", type=_threshold, default=3.0, metavar="MM",
                    help="largest acceptable TRE / residual translation in mm (3-5, default 3; 8.4.1.5)")
     p.add_argument("--iterations", type=int, default=100, help="iterations per level (default 100)")

@@ -81,9 +81,35 @@ def landmarks_from_dict(data: Any, file: Optional[str] = None) -> Landmarks:
     return Landmarks(tuple(names), pts, file or "")
 
 
+MARKUPS_SCHEMA = "slicer-markups-landmarks"
+
+
+def landmarks_from_markups(data: Any, file: Optional[str] = None) -> Landmarks:
+    """Landmarks from a Slicer markups point list (``.mrk.json``): the first markup's defined
+    control points, named by label, converted to LPS when the file is in RAS."""
+    from RTSSBridgeLib.geometry import ras_to_lps
+
+    problems = schema_problems(MARKUPS_SCHEMA, data)
+    if problems:
+        raise InputError(problems[0], file=file)
+    markup = data["markups"][0]
+    points = [p for p in markup["controlPoints"] if p.get("positionStatus", "defined") == "defined"]
+    if not points:
+        raise InputError("the point list has no defined control point", file=file, field="markups[0].controlPoints")
+    converted = {"points": [{"name": p["label"], "lps_mm": p["position"]} for p in points]}
+    landmarks = landmarks_from_dict(converted, file=file)
+    if markup.get("coordinateSystem", "RAS") == "RAS":  # Slicer's files before 4.11 had no field: RAS
+        landmarks = Landmarks(landmarks.names, ras_to_lps(landmarks.points_lps), landmarks.source)
+    return landmarks
+
+
 def read_landmarks(path: PathLike) -> Landmarks:
+    """A landmark file: the project's ``landmarks`` schema, or a Slicer markups ``.mrk.json``."""
     text = os.fspath(path)
-    return landmarks_from_dict(read_json(text), file=text)
+    data = read_json(text)
+    if isinstance(data, dict) and "markups" in data:
+        return landmarks_from_markups(data, file=text)
+    return landmarks_from_dict(data, file=text)
 
 
 @dataclass
