@@ -222,7 +222,7 @@ def test_every_subcommand_has_help_and_json() -> None:
     commands = leaves(build_parser(), "")
     assert {"inspect", "sample", "demo", "check", "deid", "template validate", "package verify", "qc compare",
             "rtss import", "rtss export", "seg import", "seg export", "register", "fusion align",
-            "fusion check"} <= set(dict(commands))
+            "fusion check", "fusion record"} <= set(dict(commands))
     for name, subparser in commands:
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name

@@ -646,3 +646,50 @@ def test_slicer_markups_files_are_read_as_landmarks_in_lps(tmp_path: Path) -> No
     (tmp_path / "bad.mrk.json").write_text(json.dumps(bad))
     with pytest.raises(InputError, match=r"markups\[0\].controlPoints\[0\].position"):
         accuracy.read_landmarks(tmp_path / "bad.mrk.json")
+
+
+def test_cli_chain_register_result_to_record_to_package_to_check(fused_package: Dict[str, Any], mr: Dict[str, Any],
+                                                                  tmp_path: Path) -> None:
+    """R-8.4.1.2: mmanno fusion record adds the registration (relative transform path + SHA-256,
+    guard from its errors) to a document; package export carries the file; fusion check passes."""
+    import shutil
+
+    from MultiModalAnnotationLib.documents import read_document
+    from MultiModalAnnotationLib.schemas import schema_id
+    from RTSSBridgeLib.fileio import sha256_file
+
+    work = tmp_path / "doc"
+    shutil.copytree(fused_package["package"], work)
+    transform = registration.write_transform(mr["result"].transform, work / "T2W.h5")
+    result = {"schema": schema_id("registration-result"), **mr["result"].to_dict(), "transform_file": str(transform),
+              "transform_sha256": sha256_file(transform), "passed": True,
+              "tre_mm": {"n": 3, "mean_mm": 0.5, "max_mm": 0.9, "points": []}, "residual_translation_mm": 0.4,
+              "residual_rotation_deg": 0.05}
+    (tmp_path / "reg.json").write_text(json.dumps(result))
+    args = ["fusion", "record", str(work / "annotation.json"), "--reference-key", "T1W_C", "--moving-key", "T2W",
+            "--result", str(tmp_path / "reg.json"), "--out", str(work / "fused.json")]
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr
+    doc = read_document(str(work / "fused.json"))
+    moving = [m for m in doc.fusion["moving"] if m["series_key"] == "T2W"]
+    assert len(moving) == 1 and moving[0]["transform_file"] == "T2W.h5" and moving[0]["guard"]["allowed"]
+    assert moving[0]["errors"]["tre_mean_mm"] == 0.5
+    assert run_cli(*args).returncode == 2  # never overwrites
+    out = run_cli("package", "export", str(work / "fused.json"), "--template", "brain-mets-mr", "--out",
+                  str(tmp_path / "pkg"))
+    assert out.returncode == 0, out.stderr
+    out = run_cli("fusion", "check", str(tmp_path / "pkg"), "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["passed"]
+    failing = dict(result, tre_mm={"n": 3, "mean_mm": 3.6, "max_mm": 5.0, "points": []})
+    (tmp_path / "bad.json").write_text(json.dumps(failing))
+    out = run_cli("fusion", "record", str(work / "annotation.json"), "--reference-key", "T1W_C", "--moving-key",
+                  "T2W", "--result", str(tmp_path / "bad.json"), "--out", str(work / "failing.json"))
+    assert out.returncode == 0
+    refused = read_document(str(work / "failing.json")).fusion["moving"][-1]["guard"]
+    assert not refused["allowed"] and "TRE mean 3.60 mm > 3 mm" in refused["reason"]
+    outside = dict(result, transform_file=str(transform))
+    (tmp_path / "outside.json").write_text(json.dumps(outside))
+    out = run_cli("fusion", "record", str(work / "annotation.json"), "--reference-key", "T1W_C", "--moving-key",
+                  "T2W", "--result", str(tmp_path / "outside.json"), "--out", str(tmp_path / "other" / "x.json"))
+    assert out.returncode == 2 and "outside" in out.stderr

@@ -7,6 +7,9 @@
   ``registration-result`` schema). Exit 1 when an error exceeds the threshold.
 * ``mmanno fusion align CT PET [--threshold MM]`` - PET-CT body-outline alignment check (8.4.1.3);
   exit 1 when flagged.
+* ``mmanno fusion record DOC --reference-key KEY --moving-key KEY --result REG.json --out NEW.json`` -
+  add (or replace) a moving series in the document's fusion record from ``mmanno register``
+  output; the transform file must sit beside the new document (it is referenced relatively).
 * ``mmanno fusion check PACKAGE`` - the fusion record of an export package: transform files
   present, SHA-256 and matrix as recorded, errors within the task threshold, no structure flagged
   (``fusion-check`` schema); exit 1 when it fails.
@@ -73,6 +76,22 @@ def register(subparsers: Any) -> None:
     a.add_argument("--rotation-threshold", type=float, default=2.0, metavar="DEG", help="rotation threshold (deg)")
     add_json_option(a)
     a.set_defaults(func=_cmd_align, command="fusion align")
+    r = sub.add_parser("record", help="add a registration to the fusion record of an annotation document",
+                       description="Add (or replace) a moving series in the document's fusion record (R-8.4.1.2): "
+                                   "reference frame from the document's image, transform file (relative path + "
+                                   "SHA-256), matrices, algorithm, versions, parameters, errors and the guard "
+                                   "decision from the mmanno register JSON. The transform file must be inside the "
+                                   "folder of --out. Writes a new document (never overwrites the input).")
+    r.add_argument("document", metavar="DOC", help="annotation document (Appendix C JSON)")
+    r.add_argument("--reference-key", required=True, metavar="KEY", help="task name of the reference image")
+    r.add_argument("--moving-key", required=True, metavar="KEY", help="task name of the moving series")
+    r.add_argument("--moving-modality", default="", metavar="MOD", help="DICOM modality of the moving series")
+    r.add_argument("--result", required=True, metavar="REG_JSON", help="JSON written by mmanno register --json")
+    r.add_argument("--threshold", type=_threshold, default=None, metavar="MM",
+                   help="fusion deviation threshold (3-5 mm; default: the record's, else 3)")
+    r.add_argument("--out", required=True, metavar="NEW_DOC", help="the document to write (a new file)")
+    add_json_option(r)
+    r.set_defaults(func=_cmd_record, command="fusion record")
     c = sub.add_parser("check", help="check the fusion record of an annotation package",
                        description="Transform files present with the recorded SHA-256 and matrix, loadable in "
                                    "SimpleITK; errors within the task threshold; no structure flagged by the "
@@ -155,6 +174,50 @@ def _cmd_align(args: argparse.Namespace) -> int:
     if args.json != "-":
         print(("passed: " if check.passed else "FLAGGED: ") + check.reason())
     return EXIT_OK if check.passed else EXIT_FAILED_CHECK
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from RTSSBridgeLib.errors import InputError
+
+    from .documents import read_document, write_document
+    from .fusion.record import entry_from_result_json, image_reference_entry, with_moving
+    from .schemas import read_json, schema_problems
+
+    out = Path(args.out)
+    if out.exists():
+        raise InputError("exists; write the new document to a new file", file=str(out), field="--out")
+    document = read_document(args.document)
+    data = read_json(args.result)
+    problems = schema_problems(REGISTRATION_SCHEMA, data)
+    if problems:
+        raise InputError(problems[0], file=args.result)
+    transform = Path(data["transform_file"])
+    if not transform.is_absolute():
+        transform = Path(os.path.dirname(os.path.abspath(args.result))) / transform
+    if not transform.is_file():
+        transform = Path(data["transform_file"])  # relative to the working folder, as mmanno register wrote it
+    if not transform.is_file():
+        raise InputError("transform file of the registration result not found", file=str(transform),
+                         field="transform_file")
+    previous = document.fusion
+    if previous is not None and previous["reference"]["series_key"] != args.reference_key:
+        raise InputError(f"the document's fusion reference is {previous['reference']['series_key']}, not "
+                         f"{args.reference_key}", file=args.document, field="fusion.reference.series_key")
+    threshold = args.threshold if args.threshold is not None else float(
+        previous["threshold_mm"] if previous is not None else 3.0)
+    modality = args.moving_modality or str(data.get("moving", {}).get("modality") or "OT")
+    entry = entry_from_result_json(args.moving_key, modality, data, transform, out.resolve().parent, threshold,
+                                   args.reference_key)
+    fusion = with_moving(previous, image_reference_entry(args.reference_key, document.image), entry, threshold)
+    write_document(str(out), document.replace(fusion=fusion))
+    read_document(str(out))  # validated as any reader would
+    emit_json(args.json, {"document": str(out), "moving": args.moving_key, "guard": entry["guard"]})
+    if args.json != "-":
+        print(f"wrote {out}: {args.moving_key} recorded; guard: {entry['guard']['reason']}")
+    return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -83,6 +83,67 @@ def moving_entry(series_key: str, modality: str, result: RegistrationResult, tra
     return entry
 
 
+def image_reference_entry(series_key: str, image: Any) -> Dict[str, Any]:
+    """The reference entry from a document's :class:`~MultiModalAnnotationLib.documents.ImageRef`."""
+    data: Dict[str, Any] = {"series_key": series_key, "modality": image.modality, "geometry": image.geometry.to_dict()}
+    if image.uid and all(part.isdigit() for part in image.uid.split(".")):
+        data["series_instance_uid"] = image.uid
+    if image.frame_of_reference_uid:
+        data["frame_of_reference_uid"] = image.frame_of_reference_uid
+    return data
+
+
+def entry_from_result_json(series_key: str, modality: str, data: Mapping[str, Any], transform_path: PathLike,
+                           base_dir: PathLike, threshold_mm: float, reference: str) -> Dict[str, Any]:
+    """The moving entry from ``mmanno register`` JSON (``registration-result`` schema) and its
+    transform file (written relative to ``base_dir``); the guard decision from its errors."""
+    path = Path(transform_path)
+    try:
+        relative = path.resolve().relative_to(Path(base_dir).resolve()).as_posix()
+    except ValueError as exc:
+        raise InputError(f"the transform file is outside {base_dir}; rule: it is saved with the annotation",
+                         file=str(path), field="transform_file") from exc
+    digest = sha256_file(path)
+    if digest != data["transform_sha256"]:
+        raise InputError("SHA-256 differs from the registration result's transform_sha256; rule: the transform "
+                         "file is the one the registration wrote", file=str(path), field="transform_sha256")
+    errors: Dict[str, Any] = {}
+    if "tre_mm" in data:
+        errors.update({"tre_mean_mm": data["tre_mm"]["mean_mm"], "tre_max_mm": data["tre_mm"]["max_mm"],
+                       "n_landmarks": data["tre_mm"]["n"]})
+    for key in ("residual_translation_mm", "residual_rotation_deg"):
+        if key in data:
+            errors[key] = data[key]
+    entry: Dict[str, Any] = {
+        "series_key": series_key, "modality": modality, "transform_file": relative, "transform_sha256": digest,
+        "direction": "fixed_to_moving", "mode": data["mode"], "deformable": bool(data.get("deformable", False)),
+        "matrix_lps": data["matrix_lps"], "matrix_ras": data["matrix_ras"],
+        "algorithm": {"name": "SimpleITK ImageRegistrationMethod", "metric": data.get("metric", ""),
+                      "versions": data["versions"], "parameters": data["parameters"],
+                      "metric_before": data["metric_before"], "metric_after": data["metric_after"]},
+        "errors": errors,
+    }
+    moving_uid = data.get("moving", {}).get("series_instance_uid")
+    if moving_uid:
+        entry["series_instance_uid"] = moving_uid
+    guard = FusionGuard(reference=reference, threshold_mm=threshold_mm)
+    guard.record(state_of(entry))
+    decision = guard.decide(series_key)
+    entry["guard"] = {"allowed": decision.allowed, "state": decision.state, "reason": decision.reason[:500]}
+    return entry
+
+
+def with_moving(fusion: Optional[Mapping[str, Any]], reference: Mapping[str, Any], entry: Mapping[str, Any],
+                threshold_mm: float) -> Dict[str, Any]:
+    """``fusion`` (or a new record) with ``entry`` added or replacing the one of the same series."""
+    import copy
+
+    record = copy.deepcopy(dict(fusion)) if fusion is not None else {"reference": dict(reference), "moving": []}
+    record["threshold_mm"] = float(threshold_mm)
+    record["moving"] = [m for m in record["moving"] if m["series_key"] != entry["series_key"]] + [dict(entry)]
+    return record
+
+
 def fusion_section(reference: Mapping[str, Any], moving: Sequence[Mapping[str, Any]], threshold_mm: float,
                    consistency: Sequence[ConsistencyResult] = (), preview_file: str = "") -> Dict[str, Any]:
     data: Dict[str, Any] = {"reference": dict(reference), "threshold_mm": float(threshold_mm),
