@@ -693,3 +693,20 @@ def test_cli_chain_register_result_to_record_to_package_to_check(fused_package: 
     out = run_cli("fusion", "record", str(work / "annotation.json"), "--reference-key", "T1W_C", "--moving-key",
                   "T2W", "--result", str(tmp_path / "outside.json"), "--out", str(tmp_path / "other" / "x.json"))
     assert out.returncode == 2 and "outside" in out.stderr
+
+
+def test_package_check_refuses_annotations_off_the_reference_grid_and_reads_zips(fused_package: Dict[str, Any],
+                                                                                tmp_path: Path) -> None:
+    """R-8.4.1.4: annotations live on the fusion reference's grid; a zip package is checked too."""
+    from MultiModalAnnotationLib.package import export_package
+
+    document = fused_package["document"]
+    zipped = export_package(tmp_path / "p.zip", document, fused_package["template"], masks=fused_package["masks"],
+                            source_dir=fused_package["work"], as_zip=True)
+    assert record.check_package(zipped).passed
+    fusion = json.loads(json.dumps(document.fusion))
+    fusion["reference"]["geometry"]["origin_lps"][2] += 3.5  # e.g. annotated on another series' grid
+    off = export_package(tmp_path / "off", document.replace(fusion=fusion), fused_package["template"],
+                         masks=fused_package["masks"], source_dir=fused_package["work"])
+    report = record.check_package(off)
+    assert not report.passed and any("from the fusion reference T1W_C" in p for p in report.problems)

@@ -138,7 +138,8 @@ def with_moving(fusion: Optional[Mapping[str, Any]], reference: Mapping[str, Any
     """``fusion`` (or a new record) with ``entry`` added or replacing the one of the same series."""
     import copy
 
-    record = copy.deepcopy(dict(fusion)) if fusion is not None else {"reference": dict(reference), "moving": []}
+    record: Dict[str, Any] = (copy.deepcopy(dict(fusion)) if fusion is not None
+                              else {"reference": dict(reference), "moving": []})
     record["threshold_mm"] = float(threshold_mm)
     record["moving"] = [m for m in record["moving"] if m["series_key"] != entry["series_key"]] + [dict(entry)]
     return record
@@ -237,16 +238,31 @@ def check_fusion(fusion: Optional[Mapping[str, Any]], base_dir: PathLike,
 
 def check_package(path: PathLike) -> FusionCheck:
     """Read an export package (verified against its manifest) and check its fusion record; the
-    threshold is the package task's fusion deviation when it has a task."""
-    import shutil
-    import tempfile
-    import zipfile
-
+    threshold is the package task's fusion deviation when it has a task; the annotations must be
+    on the fusion reference's grid."""
     from ..package import read_package
 
     package = read_package(path)
     threshold = package.task.qc.fusion_deviation_mm if package.task is not None else None
-    target = Path(path)
+    report = _check_package_files(package, Path(path), threshold)
+    fusion = package.document.fusion
+    if fusion is not None:  # annotation happens on the registered (reference) grid only (8.4.1.4)
+        from RTSSBridgeLib.geometry import ImageGeometry
+
+        reference = ImageGeometry.from_dict(fusion["reference"]["geometry"])
+        distance = reference.max_corner_distance_mm(package.document.image.geometry)
+        if distance > 1e-3:
+            report.problems.append(f"image: the annotations are on a grid {distance:.3g} mm from the fusion reference "
+                                   f"{fusion['reference']['series_key']}; rule: annotate on the reference frame "
+                                   "(registered images) only (R-8.4.1.4)")
+    return report
+
+
+def _check_package_files(package: Any, target: Path, threshold: Optional[float]) -> FusionCheck:
+    import shutil
+    import tempfile
+    import zipfile
+
     if target.is_file():  # a zip: the transform files are checked from an extracted copy
         extracted = Path(tempfile.mkdtemp(prefix=".mmanno-fusion-"))
         try:
