@@ -710,3 +710,24 @@ def test_package_check_refuses_annotations_off_the_reference_grid_and_reads_zips
                          masks=fused_package["masks"], source_dir=fused_package["work"])
     report = record.check_package(off)
     assert not report.passed and any("from the fusion reference T1W_C" in p for p in report.problems)
+
+
+@pytest.mark.slicer
+def test_bspline_file_loads_as_an_mrml_transform_node_mapping_the_same_points(
+        mrml_scene: Any, synthetic: Tuple[FusionImage, FusionImage], tmp_path: Path) -> None:
+    """R-8.4.1.2: a deformable (rigid + B-spline) result becomes a transform node that maps the
+    same points as SimpleITK reading the file (1e-6 mm)."""
+    import SimpleITK as sitk
+
+    from MultiModalAnnotationLib.mrml import fusion as mrml_fusion
+    from RTSSBridgeLib.geometry import lps_to_ras, ras_to_lps
+
+    result = registration.register(*synthetic, FAST.replace(mode="bspline", bspline_iterations=10,
+                                                            bspline_mesh=(3, 3, 3)))
+    path = registration.write_transform(result.transform, tmp_path / "b.h5")
+    node = mrml_fusion.transform_node_from_file(mrml_scene, str(path))
+    assert node.GetClassName() == "vtkMRMLTransformNode" and not node.IsLinear()
+    points = np.array([[5.0, -3.0, 2.0], [20.0, 10.0, -5.0], [-15.0, 25.0, 8.0]])
+    expected = registration.map_points(sitk.ReadTransform(str(path)), points)
+    got = ras_to_lps(mrml_fusion.fixed_to_moving_ras(node, lps_to_ras(points)))
+    assert np.max(np.abs(got - expected)) < 1e-6

@@ -8,8 +8,9 @@ maps the volume's own coordinates (moving) to the world (fixed), so it is ``M^-1
 reads. Coordinates are RAS in the scene: ``matrix_ras = F M F`` (F flips x and y; the conversion
 is :func:`MultiModalAnnotationLib.fusion.registration.lps_matrix_to_ras`, the only one used).
 
-Deformable (B-spline) results are not turned into nodes here: their linear part is available, the
-file itself loads in Slicer (Data > Add data); :func:`transform_node_from_result` refuses them.
+Deformable (B-spline) results are read from their file (:func:`transform_node_from_file`, a
+``vtkMRMLTransformNode`` through MRML's transform storage node); :func:`transform_node_from_result`
+builds linear nodes only.
 Never uses slicer.app, slicer.util loaders or Qt.
 """
 
@@ -71,11 +72,25 @@ def transform_node_from_result(scene: Any, result: Any, name: str, moving_volume
 
 def transform_node_from_file(scene: Any, path: str, name: str = "") -> Any:
     """Read an ITK transform file (``.h5``/``.tfm``) into a new transform node with MRML's own
-    transform storage node, as Slicer's Add Data does (linear files give a linear node whose
-    transform from parent is the file's fixed -> moving map)."""
+    transform storage node, as Slicer's Add Data does: a linear file gives a
+    ``vtkMRMLLinearTransformNode``, a deformable one (rigid + B-spline composite) a
+    ``vtkMRMLTransformNode``; either way the transform from parent is the file's fixed -> moving map."""
+    from ..fusion.registration import read_transform
+
+    try:
+        import SimpleITK as sitk
+
+        parts = read_transform(path)
+        composite = isinstance(parts, sitk.CompositeTransform)
+        items = [parts.GetNthTransform(n) for n in range(parts.GetNumberOfTransforms())] if composite else [parts]
+        linear = all(hasattr(t.Downcast(), "GetMatrix") or t.GetName() in ("TranslationTransform", "IdentityTransform")
+                     for t in items)
+    except Exception:  # MRML decides below (and reports an unreadable file)
+        linear = True
     storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
     storage.SetFileName(str(path))
-    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name or str(path).rsplit("/", 1)[-1])
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode" if linear else "vtkMRMLTransformNode",
+                                   name or str(path).rsplit("/", 1)[-1])
     if not storage.ReadData(node):
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
@@ -148,11 +163,12 @@ def register_volume_nodes(scene: Any, reference_volume: Any, moving_volume: Any,
         data["residual_rotation_deg"] = r.rotation_deg
         state.residual_translation_mm = r.translation_mm
         state.residual_rotation_deg = r.rotation_deg
+    name = f"{moving_volume.GetName()} to {reference_volume.GetName()}"
     if result.deformable:
-        node = None
+        node = transform_node_from_file(scene, transform_path, name)
+        moving_volume.SetAndObserveTransformNodeID(node.GetID())
     else:
-        node = transform_node_from_result(scene, result, f"{moving_volume.GetName()} to {reference_volume.GetName()}",
-                                          moving_volume, transform_file=transform_path)
+        node = transform_node_from_result(scene, result, name, moving_volume, transform_file=transform_path)
     guard = FusionGuard(reference=reference_volume.GetName(), threshold_mm=threshold_mm,
                         moving=[moving_volume.GetName()])
     guard.record(state)
