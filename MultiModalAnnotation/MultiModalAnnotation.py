@@ -50,6 +50,8 @@ REVIEW_OPINIONS = ("accept", "request_change", "reject")
 SEMANTIC_TYPES = ("finding", "diagnosis", "attribute", "recommendation")
 #: Built-in structured-field definitions (``Resources/structured``).
 BUILTIN_FIELDS = ("seed001-clinical", "seed001-follow-up", "seed004-mtss")
+#: Registration models the panel offers (B-spline is on the command line: mmanno register --mode bspline).
+REGISTRATION_MODES = ("rigid", "affine")
 
 
 def _requireCore() -> None:
@@ -104,6 +106,8 @@ class MultiModalAnnotationParameterNode:
     reviewTarget - annotation id (or "case") a review opinion is about.
     reviewOpinion - accept, request_change or reject.
     reviewComment - why (recorded in the audit trail).
+    movingVolume - the series registered onto the reference image (R-8.4.1).
+    registrationMode - rigid or affine.
     """
 
     sampleKind: Annotated[str, Choice(list(SAMPLE_KINDS))] = SAMPLE_KINDS[0]
@@ -117,6 +121,8 @@ class MultiModalAnnotationParameterNode:
     reviewTarget: str = "case"
     reviewOpinion: Annotated[str, Choice(list(REVIEW_OPINIONS))] = REVIEW_OPINIONS[0]
     reviewComment: str = ""
+    movingVolume: vtkMRMLScalarVolumeNode
+    registrationMode: Annotated[str, Choice(list(REGISTRATION_MODES))] = REGISTRATION_MODES[0]
 
 
 #
@@ -164,6 +170,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.semanticTypeComboBox.addItems([_("Finding / sign"), _("Diagnosis"), _("Attribute description"),
                                                _("Recommendation")])
         self.ui.fieldsComboBox.addItems(list(BUILTIN_FIELDS))
+        self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -391,6 +398,23 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     table.setItem(row, column, qt.QTableWidgetItem(text))
             table.resizeColumnsToContents()
             self.ui.tableStatusLabel.text = _("Bound {count} value(s) of the case.").format(count=len(rows))
+
+
+    def onRegisterButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to register the moving image."), waitCursor=True):
+            _node, result, decision = self.logic.registerVolumes(
+                self._parameterNode.referenceVolume, self._parameterNode.movingVolume,
+                self._parameterNode.registrationMode, self._outputFolder())
+            self.ui.fusionStatusLabel.text = _(
+                "Registered ({mode}): metric {before:.3f} -> {after:.3f}; residual {translation:.2f} mm, "
+                "{rotation:.2f} deg. Transform file: {path}").format(
+                mode=result["mode"], before=result["metric_before"], after=result["metric_after"],
+                translation=result.get("residual_translation_mm", float("nan")),
+                rotation=result.get("residual_rotation_deg", float("nan")), path=result["transform_file"])
+            self.ui.guardStatusLabel.text = (_("Annotation allowed: {reason}") if decision.allowed
+                                             else _("Annotation refused: {reason}")).format(reason=decision.reason)
 
 
 #
@@ -696,6 +720,22 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
                     rows.append([table["id"], str(record["row"]), name, "" if value is None else str(value),
                                  definition.unit if definition is not None else "", note])
         return rows
+
+    def registerVolumes(self, referenceVolumeNode: Any, movingVolumeNode: Any, mode: str = "rigid",
+                        outputDir: str = "", thresholdMm: float = 3.0, scene: Any = None) -> Tuple[Any, Any, Any]:
+        """Register the moving volume onto the reference (R-8.4.1): the transform file is written to
+        ``outputDir``, the moving volume is placed under a new transform node. Returns
+        (transform node, result dictionary, guard decision)."""
+        _requireCore()
+        from MultiModalAnnotationLib.mrml.fusion import register_volume_nodes
+
+        if mode not in REGISTRATION_MODES:
+            raise ValueError(f"mode: {mode!r} is not one of {', '.join(REGISTRATION_MODES)}")
+        if referenceVolumeNode is None or movingVolumeNode is None:
+            raise ValueError(_("Choose the reference image and the moving image."))
+        path = self._newPath(outputDir, f"{movingVolumeNode.GetName()}-to-{referenceVolumeNode.GetName()}", ".h5")
+        return register_volume_nodes(scene or slicer.mrmlScene, referenceVolumeNode, movingVolumeNode, path,
+                                     mode=mode, threshold_mm=thresholdMm)
 
     @staticmethod
     def _newPath(outputDir: str, stem: str, suffix: str) -> str:

@@ -221,7 +221,8 @@ def test_every_subcommand_has_help_and_json() -> None:
 
     commands = leaves(build_parser(), "")
     assert {"inspect", "sample", "demo", "check", "deid", "template validate", "package verify", "qc compare",
-            "rtss import", "rtss export", "seg import", "seg export"} <= set(dict(commands))
+            "rtss import", "rtss export", "seg import", "seg export", "register", "fusion align",
+            "fusion check", "fusion record"} <= set(dict(commands))
     for name, subparser in commands:
         options = {o for action in subparser._actions for o in action.option_strings}
         assert {"--help", "--json"} <= options, name
@@ -255,6 +256,8 @@ def test_demo_passes_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert "all checks passed" in html and "<table>" in html
     assert report["qc"]["report"] == "qc/report.html" and (tmp_path / "demo" / "qc" / "report.html").is_file()
     assert 'href="qc/report.html"' in html
+    assert report["fusion"]["check"] == "pet_ct_body_outline" and report["fusion"]["passed"]  # R-8.4.1.3
+    assert "PET-CT body-outline check" in html
     code, _, err = run(["demo", "--kind", "pet-ct", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
     assert code == 2 and "exists and is not empty" in err
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "MultiModalAnnotationLib.commands",
     "MultiModalAnnotationLib.provenance.cli",
     "MultiModalAnnotationLib.linking_cli",
+    "MultiModalAnnotationLib.fusion_cli",
 )
 
 

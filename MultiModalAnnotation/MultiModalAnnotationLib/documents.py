@@ -148,6 +148,8 @@ class AnnotationDocument:
     report_links: Optional[Mapping[str, Any]] = None
     #: Image-structured data (R-8.4.3): the ``structured_data`` JSON section (:mod:`.structured`), or None.
     structured_data: Optional[Mapping[str, Any]] = None
+    #: The image-image fusion record (R-8.4.1.2, 8.4.1.6; :mod:`.fusion.record`), or None.
+    fusion: Optional[Mapping[str, Any]] = None
 
     def annotation(self, annotation_id: str) -> Annotation:
         for item in self.annotations:
@@ -164,13 +166,16 @@ class AnnotationDocument:
             data["report_links"] = copy.deepcopy(dict(self.report_links))
         if self.structured_data is not None:
             data["structured_data"] = copy.deepcopy(dict(self.structured_data))
+        if self.fusion is not None:
+            data["fusion"] = copy.deepcopy(dict(self.fusion))
         return data
 
     def replace(self, **changes: Any) -> AnnotationDocument:
         values: Dict[str, Any] = {"task_id": self.task_id, "template_id": self.template_id,
                                   "template_version": self.template_version, "image": self.image,
                                   "annotations": self.annotations, "metadata": self.metadata,
-                                  "report_links": self.report_links, "structured_data": self.structured_data}
+                                  "report_links": self.report_links, "structured_data": self.structured_data,
+                                  "fusion": self.fusion}
         values.update(changes)
         values["annotations"] = tuple(values["annotations"])
         return AnnotationDocument(**values)
@@ -237,6 +242,46 @@ def document_problems(data: Any) -> List[str]:
         from .structured import structured_data_problems
 
         problems += structured_data_problems(data["structured_data"], data["annotations"])
+    problems += _fusion_problems(data.get("fusion"))
+    return problems
+
+
+def _fusion_problems(fusion: Optional[Mapping[str, Any]]) -> List[str]:
+    """Internal consistency of the fusion record (the schema checked its form)."""
+    if fusion is None:
+        return []
+    problems = []
+    reference = fusion["reference"]["series_key"]
+    keys: Dict[str, int] = {}
+    for n, item in enumerate(fusion["moving"]):
+        at = f"fusion.moving[{n}]"
+        if item["series_key"] == reference:
+            problems.append(f"{at}.series_key: {reference} is the reference; rule: the reference is not registered")
+        if item["series_key"] in keys:
+            problems.append(f"{at}.series_key: {item['series_key']} listed twice (also fusion.moving"
+                            f"[{keys[item['series_key']]}])")
+        keys.setdefault(item["series_key"], n)
+        reason = unsafe_path_reason(item["transform_file"])
+        if reason:
+            problems.append(f"{at}.transform_file: {reason}")
+        for name in ("matrix_lps", "matrix_ras"):
+            m = np.asarray(item[name], dtype=float)
+            if not np.all(np.isfinite(m)) or not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+                problems.append(f"{at}.{name}: last row must be [0, 0, 0, 1] and all numbers finite")
+        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+        if not problems and not np.allclose(flip @ np.asarray(item["matrix_lps"]) @ flip, item["matrix_ras"],
+                                            atol=1e-6):
+            problems.append(f"{at}.matrix_ras: is not matrix_lps written in RAS (diag(-1,-1,1,1) M diag(-1,-1,1,1))")
+    known = {reference, *keys}
+    for n, item in enumerate(fusion.get("consistency", [])):
+        for side in ("reference_series", "other_series"):
+            if item[side] not in known:
+                problems.append(f"fusion.consistency[{n}].{side}: {item[side]} is neither the reference nor a "
+                                "registered series")
+    if "preview_file" in fusion:
+        reason = unsafe_path_reason(fusion["preview_file"])
+        if reason:
+            problems.append(f"fusion.preview_file: {reason}")
     return problems
 
 
@@ -308,7 +353,8 @@ def document_from_dict(data: Any, file: Optional[str] = None) -> AnnotationDocum
         image=ImageRef.from_dict(data["image"]),
         annotations=tuple(Annotation.from_dict(a) for a in data["annotations"]),
         metadata=copy.deepcopy(data["metadata"]), report_links=copy.deepcopy(data.get("report_links")),
-        structured_data=copy.deepcopy(data.get("structured_data")))
+        structured_data=copy.deepcopy(data.get("structured_data")),
+        fusion=copy.deepcopy(data["fusion"]) if "fusion" in data else None)
 
 
 def _is_appendix_b(data: Any) -> bool:

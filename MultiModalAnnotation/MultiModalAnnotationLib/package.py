@@ -231,7 +231,9 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
             audit_log = list(document.metadata.get("audit", []))
             audit_log.append({"time": now_utc(), "actor": "MultiModalAnnotation", "action": "exported",
                           "detail": f"package layout {layout}"})
-            exported = document.replace(annotations=annotations, metadata={**document.metadata, "audit": audit_log})
+            fusion = _copy_fusion_files(document.fusion, source, root) if document.fusion is not None else None
+            exported = document.replace(annotations=annotations, metadata={**document.metadata, "audit": audit_log},
+                                        fusion=fusion)
             from .documents import write_document
 
             write_document(str(root / DOCUMENT), exported)
@@ -263,6 +265,43 @@ def export_package(out: PathLike, document: AnnotationDocument, template: LabelT
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+FUSION_DIR = "fusion"
+
+
+def _copy_fusion_files(fusion: Mapping[str, Any], source: Path, root: Path) -> Dict[str, Any]:
+    """Copy the transform files (and preview) of a fusion record into ``root/fusion/`` after checking
+    each against its recorded SHA-256; return the record with package-relative paths (R-8.4.1.2)."""
+    import copy
+
+    record = copy.deepcopy(dict(fusion))
+    used: Dict[str, str] = {}
+    for n, item in enumerate(record["moving"]):
+        src = resolve_inside(source, item["transform_file"])
+        if not src.is_file():
+            raise InputError("transform file not found", file=str(src), field=f"fusion.moving[{n}].transform_file")
+        digest = sha256_file(src)
+        if digest != item["transform_sha256"]:
+            raise InputError(f"SHA-256 {digest[:12]}... differs from the recorded {item['transform_sha256'][:12]}...; "
+                             "rule: the transform file is the one the registration wrote", file=str(src),
+                             field=f"fusion.moving[{n}].transform_sha256")
+        name = src.name
+        if name in used and used[name] != str(src):
+            name = f"{item['series_key']}_{name}"
+        used[name] = str(src)
+        (root / FUSION_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(src, root / FUSION_DIR / name)
+        item["transform_file"] = f"{FUSION_DIR}/{name}"
+    if "preview_file" in record:
+        src = resolve_inside(source, record["preview_file"])
+        if src.is_file():
+            (root / FUSION_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(src, root / FUSION_DIR / src.name)
+            record["preview_file"] = f"{FUSION_DIR}/{src.name}"
+        else:
+            del record["preview_file"]
+    return record
 
 
 class _nullcontext:

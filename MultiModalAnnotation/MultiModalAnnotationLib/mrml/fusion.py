@@ -1,0 +1,175 @@
+"""Scene adapter: registration results -> ``vtkMRMLLinearTransformNode`` (R-8.4.1).
+
+Direction. A registration maps a fixed (reference) point to the moving point of the same anatomy,
+``p_moving = M p_fixed`` (ITK; ``matrix_lps``). In MRML a transform node placed as the *parent*
+of the moving volume shows that volume in the world (reference) frame; its *transform to parent*
+maps the volume's own coordinates (moving) to the world (fixed), so it is ``M^-1``, and its
+*transform from parent* is ``M`` itself - which is also how Slicer stores an ITK transform file it
+reads. Coordinates are RAS in the scene: ``matrix_ras = F M F`` (F flips x and y; the conversion
+is :func:`MultiModalAnnotationLib.fusion.registration.lps_matrix_to_ras`, the only one used).
+
+Deformable (B-spline) results are read from their file (:func:`transform_node_from_file`, a
+``vtkMRMLTransformNode`` through MRML's transform storage node); :func:`transform_node_from_result`
+builds linear nodes only.
+Never uses slicer.app, slicer.util loaders or Qt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import vtk
+
+from ..fusion.registration import lps_matrix_to_ras, ras_matrix_to_lps
+
+ATTR_PREFIX = "MultiModalAnnotation."
+ATTR_DIRECTION = ATTR_PREFIX + "TransformDirection"
+ATTR_TRANSFORM_FILE = ATTR_PREFIX + "TransformFile"
+ATTR_MODE = ATTR_PREFIX + "RegistrationMode"
+
+
+def _vtk_matrix(array: np.ndarray) -> Any:
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r, c]))
+    return m
+
+
+def _numpy_matrix(matrix: Any) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
+
+
+def transform_node_from_matrix(scene: Any, matrix_lps: Any, name: str, node: Any = None,
+                               transform_file: str = "", mode: str = "rigid") -> Any:
+    """A linear transform node whose transform-from-parent is the fixed -> moving map (RAS)."""
+    m = np.asarray(matrix_lps, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise ValueError(f"matrix_lps: must be a finite 4x4 matrix, got shape {m.shape}")
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
+    node.SetMatrixTransformFromParent(_vtk_matrix(lps_matrix_to_ras(m)))
+    node.SetAttribute(ATTR_DIRECTION, "fixed_to_moving (transform from parent)")
+    node.SetAttribute(ATTR_MODE, mode)
+    if transform_file:
+        node.SetAttribute(ATTR_TRANSFORM_FILE, transform_file)
+    return node
+
+
+def transform_node_from_result(scene: Any, result: Any, name: str, moving_volume: Any = None,
+                               transform_file: str = "") -> Any:
+    """Node for a :class:`~MultiModalAnnotationLib.fusion.registration.RegistrationResult`; when
+    ``moving_volume`` is given it is placed under the node (displayed in the reference frame)."""
+    if getattr(result, "deformable", False):
+        raise ValueError("a B-spline result has no linear transform node; load its file in Slicer instead")
+    node = transform_node_from_matrix(scene, result.matrix_lps, name, transform_file=transform_file,
+                                      mode=result.mode)
+    if moving_volume is not None:
+        moving_volume.SetAndObserveTransformNodeID(node.GetID())
+    return node
+
+
+def transform_node_from_file(scene: Any, path: str, name: str = "") -> Any:
+    """Read an ITK transform file (``.h5``/``.tfm``) into a new transform node with MRML's own
+    transform storage node, as Slicer's Add Data does: a linear file gives a
+    ``vtkMRMLLinearTransformNode``, a deformable one (rigid + B-spline composite) a
+    ``vtkMRMLTransformNode``; either way the transform from parent is the file's fixed -> moving map."""
+    from ..fusion.registration import read_transform
+
+    try:
+        import SimpleITK as sitk
+
+        parts = read_transform(path)
+        composite = isinstance(parts, sitk.CompositeTransform)
+        items = [parts.GetNthTransform(n) for n in range(parts.GetNumberOfTransforms())] if composite else [parts]
+        linear = all(hasattr(t.Downcast(), "GetMatrix") or t.GetName() in ("TranslationTransform", "IdentityTransform")
+                     for t in items)
+    except Exception:  # MRML decides below (and reports an unreadable file)
+        linear = True
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(path))
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode" if linear else "vtkMRMLTransformNode",
+                                   name or str(path).rsplit("/", 1)[-1])
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise ValueError(f"{path}: not a transform file MRML can read")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    node.SetAttribute(ATTR_TRANSFORM_FILE, str(path))
+    return node
+
+
+def matrix_lps_of_node(node: Any) -> np.ndarray:
+    """The fixed -> moving LPS matrix a linear transform node holds (inverse of :func:`transform_node_from_matrix`)."""
+    m = vtk.vtkMatrix4x4()
+    node.GetMatrixTransformFromParent(m)
+    return ras_matrix_to_lps(_numpy_matrix(m))
+
+
+def fixed_to_moving_ras(node: Any, points_ras: Any) -> np.ndarray:
+    """Map world (reference) RAS points to the moving volume's RAS coordinates through the node."""
+    transform = node.GetTransformFromParent()
+    pts = np.asarray(points_ras, dtype=np.float64).reshape(-1, 3)
+    return np.array([transform.TransformPoint(tuple(float(v) for v in p)) for p in pts])
+
+
+def harden_resampled(scene: Any, fixed_volume: Any, moving_volume: Any, name: Optional[str] = None) -> Any:
+    """A new scalar volume: the moving volume resampled onto the reference volume's grid through
+    its parent transform (the registered image annotations are drawn on, 8.4.1.4)."""
+    from RTSSBridgeLib.mrml.volumes import array_from_volume_node, geometry_from_volume_node, volume_node_from_array
+
+    from ..fusion.images import FusionImage
+    from ..fusion.registration import matrix_to_affine_transform, resample_onto
+
+    parent = moving_volume.GetParentTransformNode()
+    if parent is None:
+        raise ValueError(f"{moving_volume.GetName()} has no transform: register it first")
+    fixed = FusionImage(array_from_volume_node(fixed_volume), geometry_from_volume_node(fixed_volume))
+    moving = FusionImage(array_from_volume_node(moving_volume), geometry_from_volume_node(moving_volume))
+    out = resample_onto(fixed, moving, matrix_to_affine_transform(matrix_lps_of_node(parent)))
+    return volume_node_from_array(scene, out.voxels, fixed.geometry, name or f"{moving_volume.GetName()} registered",
+                                  attributes={ATTR_PREFIX + "RegisteredFrom": moving_volume.GetID()})
+
+
+def register_volume_nodes(scene: Any, reference_volume: Any, moving_volume: Any, transform_path: str,
+                          mode: str = "rigid", threshold_mm: float = 3.0, residual: bool = True) -> Any:
+    """Register ``moving_volume`` onto ``reference_volume`` (the panel's Register button): write the
+    transform file, add the transform node with the moving volume under it, measure the image
+    residual and decide the guard (8.4.1.4). Returns ``(transform node, result JSON, guard decision)``."""
+    from RTSSBridgeLib.mrml.volumes import ATTR_MODALITY, array_from_volume_node, geometry_from_volume_node
+
+    from ..fusion.accuracy import image_residual
+    from ..fusion.guard import FusionGuard, RegistrationState
+    from ..fusion.images import FusionImage
+    from ..fusion.registration import RegistrationParameters, register, write_transform
+
+    if reference_volume is None or moving_volume is None:
+        raise ValueError("choose the reference and the moving volume")
+    if reference_volume.GetID() == moving_volume.GetID():
+        raise ValueError("the moving volume is the reference itself")
+    fixed = FusionImage(array_from_volume_node(reference_volume), geometry_from_volume_node(reference_volume),
+                        modality=reference_volume.GetAttribute(ATTR_MODALITY) or "")
+    moving = FusionImage(array_from_volume_node(moving_volume), geometry_from_volume_node(moving_volume),
+                         modality=moving_volume.GetAttribute(ATTR_MODALITY) or "")
+    result = register(fixed, moving, RegistrationParameters(mode=mode))
+    write_transform(result.transform, transform_path)
+    data = result.to_dict()
+    data["transform_file"] = transform_path
+    state = RegistrationState(moving_volume.GetName(), transform_file=transform_path)
+    if residual:
+        r = image_residual(fixed, moving, result.transform)
+        data["residual_translation_mm"] = r.translation_mm
+        data["residual_rotation_deg"] = r.rotation_deg
+        state.residual_translation_mm = r.translation_mm
+        state.residual_rotation_deg = r.rotation_deg
+    name = f"{moving_volume.GetName()} to {reference_volume.GetName()}"
+    if result.deformable:
+        node = transform_node_from_file(scene, transform_path, name)
+        moving_volume.SetAndObserveTransformNodeID(node.GetID())
+    else:
+        node = transform_node_from_result(scene, result, name, moving_volume, transform_file=transform_path)
+    guard = FusionGuard(reference=reference_volume.GetName(), threshold_mm=threshold_mm,
+                        moving=[moving_volume.GetName()])
+    guard.record(state)
+    return node, data, guard.decide(moving_volume.GetName())
