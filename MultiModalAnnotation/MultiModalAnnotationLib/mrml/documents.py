@@ -31,6 +31,7 @@ import vtk
 from vtk.util import numpy_support
 
 from RTSSBridgeLib.geometry import LPS_TO_RAS, ImageGeometry
+from RTSSBridgeLib.mrml.volumes import numpy_matrix, vtk_matrix
 
 from ..documents import Annotation, AnnotationDocument, ImageRef
 from ..templates import LabelTemplate
@@ -60,16 +61,6 @@ class DocumentNodes:
     tables: List[Any] = field(default_factory=list)
 
 
-def _vtk_matrix(array: np.ndarray) -> Any:
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(array[r, c]))
-    return m
-
-
-def _numpy_matrix(matrix: Any) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
 
 
 def _tag(segment: Any, name: str) -> str:
@@ -103,7 +94,7 @@ def _annotation(meta: Dict[str, Any], geometry: Dict[str, Any]) -> Annotation:
 def _oriented_mask(voxels: np.ndarray, grid: ImageGeometry) -> Any:
     image = slicer.vtkOrientedImageData()
     image.SetDimensions(*grid.shape)
-    image.SetImageToWorldMatrix(_vtk_matrix(grid.ijk_to_ras_matrix()))
+    image.SetImageToWorldMatrix(vtk_matrix(grid.ijk_to_ras_matrix()))
     flat = np.ascontiguousarray(voxels.astype(np.uint8)).reshape(-1)
     scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
     image.GetPointData().SetScalars(scalars)
@@ -212,7 +203,7 @@ def _roi_node(scene: Any, item: Annotation, grid: ImageGeometry) -> Any:
     matrix[:3, :3] = _box_axes_ras(grid)
     matrix[:3, 3] = centre
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", item.id)
-    roi.SetAndObserveObjectToNodeMatrix(_vtk_matrix(matrix))
+    roi.SetAndObserveObjectToNodeMatrix(vtk_matrix(matrix))
     roi.SetSize(*size.tolist())
     # Slicer keeps the ROI centre as a float32 control point; the exact centre rides along and is
     # used on reading while the ROI has not been moved (its float centre still equals it).
@@ -323,7 +314,7 @@ def document_from_scene(scene: Any, document_node: Any = None, template: Optiona
 
 def _box_from_roi(roi: Any, grid: ImageGeometry, dims: int, exact_centre: Optional[List[float]] = None
                   ) -> Dict[str, Any]:
-    full = _numpy_matrix(roi.GetObjectToNodeMatrix())
+    full = numpy_matrix(roi.GetObjectToNodeMatrix())
     centre_ras = full[:3, 3]
     if exact_centre is not None and np.array_equal(np.float32(exact_centre), np.float32(centre_ras)):
         centre_ras = np.asarray(exact_centre, dtype=np.float64)  # not moved since it was written

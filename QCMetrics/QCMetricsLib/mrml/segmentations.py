@@ -18,7 +18,7 @@ import vtk
 from vtk.util import numpy_support
 
 from RTSSBridgeLib.geometry import ImageGeometry
-from RTSSBridgeLib.mrml.volumes import array_from_volume_node, geometry_from_volume_node
+from RTSSBridgeLib.mrml.volumes import array_from_volume_node, geometry_from_volume_node, vtk_matrix
 
 from ..readers import LabeledVolume, LabelEntry
 from ..resample import resample_array, same_grid
@@ -34,13 +34,6 @@ def _binary_name() -> str:
 def _matrix(m: Any) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
 
-
-def _vtk_matrix(a: np.ndarray) -> Any:
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(a[r, c]))
-    return m
 
 
 def oriented_image_geometry(image: Any) -> ImageGeometry:
@@ -170,7 +163,7 @@ def segmentation_node_from_labelmap(scene: Any, labelmap: np.ndarray, geometry: 
     data = np.ascontiguousarray(labelmap, dtype=np.uint8 if int(labelmap.max(initial=0)) < 256 else np.uint16)
     scalars = numpy_support.numpy_to_vtk(data.reshape(-1), deep=True)
     image.GetPointData().SetScalars(scalars)
-    image.SetImageToWorldMatrix(_vtk_matrix(geometry.ijk_to_ras_matrix()))
+    image.SetImageToWorldMatrix(vtk_matrix(geometry.ijk_to_ras_matrix()))
     name = _binary_name()
     segmentation.SetSourceRepresentationName(name) if hasattr(segmentation, "SetSourceRepresentationName") \
         else segmentation.SetMasterRepresentationName(name)

@@ -41,9 +41,9 @@ from .volumes import (
     ATTR_PREFIX,
     ATTR_SERIES_UID,
     ATTR_STUDY_UID,
-    _numpy_matrix,
-    _vtk_matrix,
     geometry_from_volume_node,
+    numpy_matrix,
+    vtk_matrix,
 )
 
 TAG_ROI_NUMBER = ATTR_PREFIX + "RoiNumber"
@@ -104,7 +104,7 @@ def _oriented_image(mask: RoiMask, ijk_to_ras: np.ndarray) -> Any:
     scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(data, dtype=np.uint8).reshape(-1), deep=True,
                                          array_type=vtk.VTK_UNSIGNED_CHAR)
     image.GetPointData().SetScalars(scalars)
-    image.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras))
+    image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
     return image
 
 
@@ -210,7 +210,7 @@ def roi_set_from_segmentation_node(segmentation_node: Any, volume_node: Any,
             matrix = vtk.vtkMatrix4x4()
             labelmap_node.GetIJKToRASMatrix(matrix)
             if dims != tuple(grid.geometry.shape) or not np.allclose(
-                    _numpy_matrix(matrix), grid.geometry.ijk_to_ras_matrix(), atol=1e-4):
+                    numpy_matrix(matrix), grid.geometry.ijk_to_ras_matrix(), atol=1e-4):
                 raise InputError(f"segment {segment.GetName()!r} was not exported on the volume's grid",
                                  field="segmentation")
             number_text = _get_tag(segment, TAG_ROI_NUMBER)

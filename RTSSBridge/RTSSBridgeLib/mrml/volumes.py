@@ -31,7 +31,8 @@ ATTR_FRAME_OF_REFERENCE = ATTR_PREFIX + "FrameOfReferenceUID"
 ATTR_SOURCE = ATTR_PREFIX + "Source"
 
 
-def _vtk_matrix(array: np.ndarray) -> Any:
+def vtk_matrix(array: Any) -> Any:
+    """A 4x4 numpy array as a ``vtkMatrix4x4`` (the one place MRML matrices are built)."""
     m = vtk.vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
@@ -39,7 +40,8 @@ def _vtk_matrix(array: np.ndarray) -> Any:
     return m
 
 
-def _numpy_matrix(matrix: Any) -> np.ndarray:
+def numpy_matrix(matrix: Any) -> np.ndarray:
+    """A ``vtkMatrix4x4`` as a 4x4 float64 numpy array."""
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
 
 
@@ -72,7 +74,7 @@ def volume_node_from_array(
     scalars = numpy_support.numpy_to_vtk(arr.reshape(-1, components), deep=True)
     scalars.SetName("ImageScalars")
     image.GetPointData().SetScalars(scalars)
-    node.SetIJKToRASMatrix(_vtk_matrix(geometry.ijk_to_ras_matrix()))
+    node.SetIJKToRASMatrix(vtk_matrix(geometry.ijk_to_ras_matrix()))
     node.SetAndObserveImageData(image)
     for key, value in (attributes or {}).items():
         node.SetAttribute(key, str(value))
@@ -88,7 +90,7 @@ def geometry_from_volume_node(node: Any) -> ImageGeometry:
         raise ValueError(f"volume node {node.GetName()!r} has no image data")
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
-    return ImageGeometry.from_ijk_to_ras_matrix(image.GetDimensions(), _numpy_matrix(m))
+    return ImageGeometry.from_ijk_to_ras_matrix(image.GetDimensions(), numpy_matrix(m))
 
 
 def array_from_volume_node(node: Any) -> np.ndarray:
