@@ -52,11 +52,7 @@ def moving_entry(series_key: str, modality: str, result: RegistrationResult, tra
                  decision: Optional[GuardDecision] = None, series_instance_uid: str = "") -> Dict[str, Any]:
     """The record of one moving series; ``transform_path`` is written relative to ``base_dir``."""
     path = Path(transform_path)
-    try:
-        relative = path.resolve().relative_to(Path(base_dir).resolve()).as_posix()
-    except ValueError as exc:
-        raise InputError(f"the transform file is outside {base_dir}; rule: it is saved with the annotation",
-                         file=str(path), field="transform_file") from exc
+    relative = _relative_to(path, base_dir)
     d = result.to_dict()
     errors: Dict[str, Any] = {}
     if tre is not None:
@@ -98,11 +94,7 @@ def entry_from_result_json(series_key: str, modality: str, data: Mapping[str, An
     """The moving entry from ``mmanno register`` JSON (``registration-result`` schema) and its
     transform file (written relative to ``base_dir``); the guard decision from its errors."""
     path = Path(transform_path)
-    try:
-        relative = path.resolve().relative_to(Path(base_dir).resolve()).as_posix()
-    except ValueError as exc:
-        raise InputError(f"the transform file is outside {base_dir}; rule: it is saved with the annotation",
-                         file=str(path), field="transform_file") from exc
+    relative = _relative_to(path, base_dir)
     digest = sha256_file(path)
     if digest != data["transform_sha256"]:
         raise InputError("SHA-256 differs from the registration result's transform_sha256; rule: the transform "
@@ -280,3 +272,12 @@ def _check_package_files(package: Any, target: Path, threshold: Optional[float])
 
 __all__ = ["FusionCheck", "check_fusion", "check_package", "fusion_section", "matrix_json", "moving_entry",
            "reference_entry", "state_of"]
+
+
+def _relative_to(path: Path, base_dir: PathLike) -> str:
+    """``path`` relative to ``base_dir`` (POSIX form); a transform file outside it is refused."""
+    try:
+        return path.resolve().relative_to(Path(base_dir).resolve()).as_posix()
+    except ValueError as exc:
+        raise InputError(f"the transform file is outside {base_dir}; rule: it is saved with the annotation",
+                         file=str(path), field="transform_file") from exc
