@@ -171,6 +171,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                                                _("Recommendation")])
         self.ui.fieldsComboBox.addItems(list(BUILTIN_FIELDS))
         self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
+        self.ui.checkConsistencyButton.connect("clicked(bool)", self.onCheckConsistencyButton)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -416,6 +417,20 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.guardStatusLabel.text = (_("Annotation allowed: {reason}") if decision.allowed
                                              else _("Annotation refused: {reason}")).format(reason=decision.reason)
 
+    def onCheckConsistencyButton(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to check the cross-modality consistency."), waitCursor=True):
+            results = self.logic.checkConsistency(
+                self._parameterNode.referenceVolume, self.ui.referenceSegmentationSelector.currentNode(),
+                self.ui.otherSegmentationSelector.currentNode(), self._parameterNode.movingVolume)
+            lines = [(_("{structure}: FLAGGED - centroid {centroid:.2f} mm, HD95 {hd95:.2f} mm > {threshold:g} mm, "
+                        "readjust") if r.flagged else
+                      _("{structure}: passed - centroid {centroid:.2f} mm, HD95 {hd95:.2f} mm <= {threshold:g} mm")
+                      ).format(structure=r.structure, centroid=r.centroid_distance_mm, hd95=r.hd95_mm,
+                               threshold=r.threshold_mm) for r in results]
+            self.ui.consistencyStatusLabel.text = "\n".join(lines)
+
 
 #
 # MultiModalAnnotationLogic
@@ -482,6 +497,9 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         if referenceVolumeNode is None:
             raise ValueError(_("Choose the reference image the annotations are drawn on."))
         scene = scene or slicer.mrmlScene
+        decision = self.annotationGuard(referenceVolumeNode, scene=scene)
+        if not decision.allowed:  # the fusion guard (R-8.4.1.4): never annotate an unaligned modality
+            raise ValueError(_("Annotation refused: {reason}").format(reason=decision.reason))
         labelTemplate = load_template(template)
         taskId = "TASK_UNASSIGNED"
         if taskPath:
@@ -736,6 +754,25 @@ class MultiModalAnnotationLogic(ScriptedLoadableModuleLogic):
         path = self._newPath(outputDir, f"{movingVolumeNode.GetName()}-to-{referenceVolumeNode.GetName()}", ".h5")
         return register_volume_nodes(scene or slicer.mrmlScene, referenceVolumeNode, movingVolumeNode, path,
                                      mode=mode, threshold_mm=thresholdMm)
+
+    def annotationGuard(self, volumeNode: Any, scene: Any = None) -> Any:
+        """The fusion guard's decision (R-8.4.1.4) for annotating on ``volumeNode``: the reference,
+        a registered copy whose registration passes, or refused with the reason."""
+        _requireCore()
+        from MultiModalAnnotationLib.mrml.fusion import annotation_guard
+
+        return annotation_guard(scene or slicer.mrmlScene, volumeNode)
+
+    def checkConsistency(self, referenceVolumeNode: Any, referenceSegmentationNode: Any, otherSegmentationNode: Any,
+                         otherVolumeNode: Any = None, thresholdMm: float = 3.0, scene: Any = None) -> List[Any]:
+        """Cross-modality consistency check (R-8.4.1.5) of every structure painted in both
+        segmentations: centroid distance and HD95 in the reference frame, flagged above the threshold
+        (3-5 mm). Returns ``ConsistencyResult`` objects (``to_dict()``, ``reason()``)."""
+        _requireCore()
+        from MultiModalAnnotationLib.mrml.fusion import segment_consistency
+
+        return segment_consistency(scene or slicer.mrmlScene, referenceVolumeNode, referenceSegmentationNode,
+                                   otherSegmentationNode, otherVolumeNode, thresholdMm)
 
     @staticmethod
     def _newPath(outputDir: str, stem: str, suffix: str) -> str:

@@ -731,3 +731,106 @@ def test_bspline_file_loads_as_an_mrml_transform_node_mapping_the_same_points(
     expected = registration.map_points(sitk.ReadTransform(str(path)), points)
     got = ras_to_lps(mrml_fusion.fixed_to_moving_ras(node, lps_to_ras(points)))
     assert np.max(np.abs(got - expected)) < 1e-6
+
+
+def _sphere(grid: ImageGeometry, centre_lps: Any, radius_mm: float, pose: Any = None) -> np.ndarray:
+    """A ball of ``radius_mm`` on ``grid``; ``pose`` maps grid points to the ball's frame (fixed -> moving inverse)."""
+    k, j, i = np.indices(grid.array_shape)
+    points = grid.ijk_to_lps(np.stack([i, j, k], axis=-1).astype(np.float64))
+    if pose is not None:
+        points = points @ np.asarray(pose)[:3, :3].T + np.asarray(pose)[:3, 3]
+    return np.linalg.norm(points - np.asarray(centre_lps, dtype=np.float64), axis=-1) <= radius_mm
+
+
+def _segmentation(scene: Any, name: str, masks: Dict[str, np.ndarray], grid: ImageGeometry) -> Any:
+    import slicer
+
+    from MultiModalAnnotationLib.mrml.documents import _oriented_mask
+
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    for n, (structure, mask) in enumerate(masks.items()):
+        segment = slicer.vtkSegment()
+        segment.SetName(structure)
+        segment.AddRepresentation("Binary labelmap", _oriented_mask(mask, grid))
+        node.GetSegmentation().AddSegment(segment, f"seg{n}")
+    return node
+
+
+@pytest.mark.slicer
+def test_panel_logic_consistency_check_flags_a_4mm_shift_and_passes_an_aligned_annotation(
+        slicer_modules: Dict[str, Any], mrml_scene: Any) -> None:
+    """R-8.4.1.5 from the panel (Logic.checkConsistency): the other modality's annotation under its
+    registration transform (on its own oblique grid) or on the registered copy (reference frame);
+    aligned passes, shifted 4 mm is flagged; structures are matched by name; bad input is one line."""
+    from MultiModalAnnotationLib.mrml import fusion as mrml_fusion
+    from RTSSBridgeLib.mrml.volumes import volume_node_from_array
+
+    logic = slicer_modules["MultiModalAnnotation"].MultiModalAnnotationLogic()
+    f_node = volume_node_from_array(mrml_scene, np.zeros(FIXED_GRID.array_shape, np.float32), FIXED_GRID, "T1W_C")
+    m_node = volume_node_from_array(mrml_scene, np.zeros(MOVING_GRID.array_shape, np.float32), MOVING_GRID, "T2W")
+    centre = (2.0, -6.0, 1.0)
+    inverse = np.linalg.inv(MOTION)  # moving point -> fixed point
+    reference = _segmentation(mrml_scene, "on T1W_C", {"lesion": _sphere(FIXED_GRID, centre, 9.0)}, FIXED_GRID)
+    on_moving = _segmentation(mrml_scene, "on T2W", {"lesion": _sphere(MOVING_GRID, centre, 9.0, inverse),
+                                                     "edema": _sphere(MOVING_GRID, centre, 12.0, inverse)},
+                              MOVING_GRID)
+    node = mrml_fusion.transform_node_from_matrix(mrml_scene, MOTION, "T2W to T1W_C")
+    m_node.SetAndObserveTransformNodeID(node.GetID())
+    on_moving.SetAndObserveTransformNodeID(node.GetID())
+    (aligned,) = logic.checkConsistency(f_node, reference, on_moving, m_node, scene=mrml_scene)
+    assert aligned.structure == "lesion" and not aligned.flagged, aligned.reason()
+    assert aligned.centroid_distance_mm < 1.0 and aligned.hd95_mm <= 3.0
+    shifted = _segmentation(mrml_scene, "on T2W copy", {"lesion": _sphere(FIXED_GRID, (6.0, -6.0, 1.0), 9.0)},
+                            FIXED_GRID)
+    (moved,) = logic.checkConsistency(f_node, reference, shifted, scene=mrml_scene)
+    assert moved.flagged and 3.5 < moved.centroid_distance_mm < 4.5, moved.reason()
+    assert "readjust lesion" in moved.reason()
+    with pytest.raises(ValueError, match="choose the moving image it was drawn on"):
+        logic.checkConsistency(f_node, reference, on_moving, None, scene=mrml_scene)
+    with pytest.raises(ValueError, match="same node"):
+        logic.checkConsistency(f_node, reference, reference, scene=mrml_scene)
+    other = _segmentation(mrml_scene, "other names", {"nodule": _sphere(FIXED_GRID, centre, 5.0)}, FIXED_GRID)
+    with pytest.raises(ValueError, match="no structure is painted in both"):
+        logic.checkConsistency(f_node, reference, other, scene=mrml_scene)
+    with pytest.raises(InputError, match="within 3-5 mm"):
+        logic.checkConsistency(f_node, reference, shifted, thresholdMm=2.0, scene=mrml_scene)
+
+
+@pytest.mark.slicer
+def test_panel_logic_guard_refuses_annotation_on_unaligned_or_failing_images_and_allows_the_registered_copy(
+        slicer_modules: Dict[str, Any], mrml_scene: Any, synthetic: Tuple[FusionImage, FusionImage],
+        tmp_path: Path) -> None:
+    """R-8.4.1.4 enforced where annotation starts (Logic.startAnnotation / annotationGuard): the
+    reference is allowed; a moving volume under a transform with no measured error, its original grid
+    after registration, and a registration failing the threshold are refused with the guard's reason;
+    the registered copy is allowed."""
+    from MultiModalAnnotationLib.mrml import fusion as mrml_fusion
+    from RTSSBridgeLib.mrml.volumes import volume_node_from_array
+
+    fixed, moving = synthetic
+    f_node = volume_node_from_array(mrml_scene, fixed.voxels, fixed.geometry, "T1W_C")
+    m_node = volume_node_from_array(mrml_scene, moving.voxels, moving.geometry, "T2W")
+    logic = slicer_modules["MultiModalAnnotation"].MultiModalAnnotationLogic()
+    assert logic.annotationGuard(f_node, scene=mrml_scene).state == "reference"
+    hand = mrml_fusion.transform_node_from_matrix(mrml_scene, MOTION, "hand placed")
+    m_node.SetAndObserveTransformNodeID(hand.GetID())
+    with pytest.raises(ValueError, match="Annotation refused: T2W is displayed through a transform with no recorded"):
+        logic.startAnnotation("brain-mets-mr", m_node, "A01", scene=mrml_scene)
+    m_node.SetAndObserveTransformNodeID(None)
+    _node, _result, decision = logic.registerVolumes(f_node, m_node, "rigid", str(tmp_path), scene=mrml_scene)
+    assert decision.allowed, decision.reason
+    with pytest.raises(ValueError, match="Annotation refused: annotate T2W on its registered image"):
+        logic.startAnnotation("brain-mets-mr", m_node, "A01", scene=mrml_scene)
+    copy = mrml_fusion.harden_resampled(mrml_scene, f_node, m_node)
+    allowed = logic.annotationGuard(copy, scene=mrml_scene)
+    assert allowed.allowed and allowed.state == "registered", allowed.reason
+    _document, segmentation = logic.startAnnotation("brain-mets-mr", copy, "A01", scene=mrml_scene)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() > 0
+    stored = json.loads(m_node.GetAttribute(mrml_fusion.ATTR_GUARD))
+    stored["state"]["residual_translation_mm"] = 4.5  # as if the registration had failed the 3 mm threshold
+    m_node.SetAttribute(mrml_fusion.ATTR_GUARD, json.dumps(stored))
+    with pytest.raises(ValueError, match=r"fails the task threshold: residual translation 4\.50 mm > 3 mm"):
+        logic.startAnnotation("brain-mets-mr", copy, "A01", scene=mrml_scene)
+    stray = volume_node_from_array(mrml_scene, fixed.voxels, fixed.geometry, "stray copy",
+                                   attributes={mrml_fusion.ATTR_REGISTERED_FROM: f_node.GetID()})
+    assert logic.annotationGuard(stray, scene=mrml_scene).state == "unregistered"

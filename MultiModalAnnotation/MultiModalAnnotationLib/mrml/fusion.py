@@ -16,7 +16,9 @@ Never uses slicer.app, slicer.util loaders or Qt.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import json
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import vtk
@@ -27,6 +29,9 @@ ATTR_PREFIX = "MultiModalAnnotation."
 ATTR_DIRECTION = ATTR_PREFIX + "TransformDirection"
 ATTR_TRANSFORM_FILE = ATTR_PREFIX + "TransformFile"
 ATTR_MODE = ATTR_PREFIX + "RegistrationMode"
+#: On a moving volume: JSON of its fusion guard (reference name, threshold, registration state).
+ATTR_GUARD = ATTR_PREFIX + "FusionGuard"
+ATTR_REGISTERED_FROM = ATTR_PREFIX + "RegisteredFrom"
 
 
 def _vtk_matrix(array: np.ndarray) -> Any:
@@ -129,7 +134,7 @@ def harden_resampled(scene: Any, fixed_volume: Any, moving_volume: Any, name: Op
     moving = FusionImage(array_from_volume_node(moving_volume), geometry_from_volume_node(moving_volume))
     out = resample_onto(fixed, moving, matrix_to_affine_transform(matrix_lps_of_node(parent)))
     return volume_node_from_array(scene, out.voxels, fixed.geometry, name or f"{moving_volume.GetName()} registered",
-                                  attributes={ATTR_PREFIX + "RegisteredFrom": moving_volume.GetID()})
+                                  attributes={ATTR_REGISTERED_FROM: moving_volume.GetID()})
 
 
 def register_volume_nodes(scene: Any, reference_volume: Any, moving_volume: Any, transform_path: str,
@@ -172,4 +177,104 @@ def register_volume_nodes(scene: Any, reference_volume: Any, moving_volume: Any,
     guard = FusionGuard(reference=reference_volume.GetName(), threshold_mm=threshold_mm,
                         moving=[moving_volume.GetName()])
     guard.record(state)
+    moving_volume.SetAttribute(ATTR_GUARD, json.dumps({"reference": guard.reference, "threshold_mm": guard.threshold_mm,
+                                                       "state": asdict(state)}))
     return node, data, guard.decide(moving_volume.GetName())
+
+
+def _guard_of(volume: Any) -> Any:
+    """(FusionGuard, series key) stored on a registered moving volume by :func:`register_volume_nodes`,
+    or None when the volume was never registered."""
+    from ..fusion.guard import FusionGuard, RegistrationState
+
+    text = volume.GetAttribute(ATTR_GUARD) if volume is not None else None
+    if not text:
+        return None
+    data = json.loads(text)
+    state = RegistrationState(**data["state"])
+    guard = FusionGuard(reference=data["reference"], threshold_mm=float(data["threshold_mm"]),
+                        moving=[state.series_key])
+    guard.record(state)
+    return guard, state.series_key
+
+
+def annotation_guard(scene: Any, volume: Any) -> Any:
+    """The fusion guard's decision (8.4.1.4) for starting annotation on ``volume``:
+
+    * a registered copy (made by :func:`harden_resampled`) - the decision of its moving volume's
+      registration (refused when it is unverified or fails the threshold);
+    * a moving volume on its own grid (under a registration transform, or registered before) - refused:
+      annotate its registered copy;
+    * any other volume - it is the reference the annotations are drawn on.
+    """
+    from ..fusion.guard import GuardDecision
+
+    if volume is None:
+        raise ValueError("choose the image the annotations are drawn on")
+    source_id = volume.GetAttribute(ATTR_REGISTERED_FROM)
+    if source_id:
+        source = scene.GetNodeByID(source_id)
+        stored = _guard_of(source)
+        if stored is None:
+            return GuardDecision(volume.GetName(), False, f"{volume.GetName()} was resampled from a volume with no "
+                                 "recorded registration; register the moving image first (R-8.4.1.4)", "unregistered")
+        guard, key = stored
+        return guard.decide(key, on_registered_image=True)
+    stored = _guard_of(volume)
+    if stored is not None:
+        guard, key = stored
+        return guard.decide(key, on_registered_image=False)
+    if volume.GetParentTransformNode() is not None:
+        return GuardDecision(volume.GetName(), False, f"{volume.GetName()} is displayed through a transform with no "
+                             "recorded registration error; register it from the Fusion section (R-8.4.1.4)",
+                             "unverified")
+    return GuardDecision(volume.GetName(), True, f"{volume.GetName()} is the reference image", "reference")
+
+
+def segment_consistency(scene: Any, reference_volume: Any, reference_segmentation: Any, other_segmentation: Any,
+                        other_volume: Any = None, threshold_mm: float = 3.0) -> List[Any]:
+    """Cross-modality consistency (8.4.1.5) of every structure (segment name) annotated in both
+    segmentations. The reference segmentation is on ``reference_volume``'s grid; the other one is
+    either in the reference frame (drawn on a registered copy) or, when it sits under a registration
+    transform, on ``other_volume``'s grid (mapped through the transform). Returns ConsistencyResults."""
+    from RTSSBridgeLib.mrml.volumes import geometry_from_volume_node
+
+    from ..fusion.consistency import consistency_check
+    from ..fusion.registration import matrix_to_affine_transform
+    from .documents import _segment_mask
+
+    if reference_volume is None or reference_segmentation is None or other_segmentation is None:
+        raise ValueError("choose the reference image and the two segmentations to compare")
+    if reference_segmentation.GetID() == other_segmentation.GetID():
+        raise ValueError("the two segmentations are the same node; choose the annotation of the other modality")
+    ref_grid = geometry_from_volume_node(reference_volume)
+    parent = other_segmentation.GetParentTransformNode()
+    transform = None
+    other_grid = ref_grid
+    if parent is not None:
+        if other_volume is None:
+            raise ValueError(f"{other_segmentation.GetName()} is under a transform: choose the moving image it was "
+                             "drawn on")
+        other_grid = geometry_from_volume_node(other_volume)
+        transform = matrix_to_affine_transform(matrix_lps_of_node(parent))
+
+    def segments(node: Any) -> Dict[str, str]:
+        seg = node.GetSegmentation()
+        ids = [seg.GetNthSegmentID(n) for n in range(seg.GetNumberOfSegments())]
+        return {seg.GetSegment(i).GetName(): i for i in ids}
+
+    ref_segments, other_segments = segments(reference_segmentation), segments(other_segmentation)
+    common = [name for name in ref_segments if name in other_segments]
+    results = []
+    for name in common:
+        ref_mask = _segment_mask(reference_segmentation, ref_segments[name], ref_grid)
+        other_mask = _segment_mask(other_segmentation, other_segments[name], other_grid)
+        if not ref_mask.any() or not other_mask.any():
+            continue  # a structure painted in one modality only is not a pair to compare
+        results.append(consistency_check(name, ref_mask, ref_grid, other_mask, other_grid, transform,
+                                         threshold_mm=threshold_mm, reference_series=reference_segmentation.GetName(),
+                                         other_series=other_segmentation.GetName()))
+    if not results:
+        raise ValueError(f"no structure is painted in both {reference_segmentation.GetName()} and "
+                         f"{other_segmentation.GetName()} (segments are matched by name)")
+    return results
