@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import vtk
 
+from RTSSBridgeLib.mrml.volumes import numpy_matrix, vtk_matrix
+
 from ..fusion.registration import lps_matrix_to_ras, ras_matrix_to_lps
 
 ATTR_PREFIX = "MultiModalAnnotation."
@@ -34,16 +36,6 @@ ATTR_GUARD = ATTR_PREFIX + "FusionGuard"
 ATTR_REGISTERED_FROM = ATTR_PREFIX + "RegisteredFrom"
 
 
-def _vtk_matrix(array: np.ndarray) -> Any:
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(array[r, c]))
-    return m
-
-
-def _numpy_matrix(matrix: Any) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
 
 
 def transform_node_from_matrix(scene: Any, matrix_lps: Any, name: str, node: Any = None,
@@ -54,7 +46,7 @@ def transform_node_from_matrix(scene: Any, matrix_lps: Any, name: str, node: Any
         raise ValueError(f"matrix_lps: must be a finite 4x4 matrix, got shape {m.shape}")
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
-    node.SetMatrixTransformFromParent(_vtk_matrix(lps_matrix_to_ras(m)))
+    node.SetMatrixTransformFromParent(vtk_matrix(lps_matrix_to_ras(m)))
     node.SetAttribute(ATTR_DIRECTION, "fixed_to_moving (transform from parent)")
     node.SetAttribute(ATTR_MODE, mode)
     if transform_file:
@@ -109,7 +101,7 @@ def matrix_lps_of_node(node: Any) -> np.ndarray:
     """The fixed -> moving LPS matrix a linear transform node holds (inverse of :func:`transform_node_from_matrix`)."""
     m = vtk.vtkMatrix4x4()
     node.GetMatrixTransformFromParent(m)
-    return ras_matrix_to_lps(_numpy_matrix(m))
+    return ras_matrix_to_lps(numpy_matrix(m))
 
 
 def fixed_to_moving_ras(node: Any, points_ras: Any) -> np.ndarray:
