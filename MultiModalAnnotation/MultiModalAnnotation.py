@@ -172,6 +172,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.fieldsComboBox.addItems(list(BUILTIN_FIELDS))
         self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
         self.ui.checkConsistencyButton.connect("clicked(bool)", self.onCheckConsistencyButton)
+        self.ui.referenceVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onAnnotationVolumeChanged)
 
         self.initializeParameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages of MultiModalAnnotation.")):
@@ -400,6 +401,16 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             table.resizeColumnsToContents()
             self.ui.tableStatusLabel.text = _("Bound {count} value(s) of the case.").format(count=len(rows))
 
+    def _showGuard(self, decision: Any) -> None:
+        self.ui.guardStatusLabel.text = (_("Annotation allowed: {reason}") if decision.allowed
+                                         else _("Annotation refused: {reason}")).format(reason=decision.reason)
+
+    def onAnnotationVolumeChanged(self, volumeNode: Any = None) -> None:
+        """The fusion guard's state (R-8.4.1.4) for the image chosen to annotate on, as soon as it is chosen."""
+        if volumeNode is None:
+            self.ui.guardStatusLabel.text = ""
+            return
+        self._showGuard(self.logic.annotationGuard(volumeNode))
 
     def onRegisterButton(self) -> None:
         if self._parameterNode is None:
@@ -414,8 +425,7 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 mode=result["mode"], before=result["metric_before"], after=result["metric_after"],
                 translation=result.get("residual_translation_mm", float("nan")),
                 rotation=result.get("residual_rotation_deg", float("nan")), path=result["transform_file"])
-            self.ui.guardStatusLabel.text = (_("Annotation allowed: {reason}") if decision.allowed
-                                             else _("Annotation refused: {reason}")).format(reason=decision.reason)
+            self._showGuard(decision)
 
     def onCheckConsistencyButton(self) -> None:
         if self._parameterNode is None:
