@@ -343,17 +343,19 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             ).format(consistent=counts.get("consistent", 0), inconsistent=counts.get("inconsistent", 0),
                      unchecked=counts.get("unchecked", 0))
 
-    def _showLinks(self) -> None:
+    @staticmethod
+    def _fillTable(table: Any, rows: List[List[str]]) -> None:
         import qt
 
-        rows = self.logic.linkRows(self._documentNode)
-        table = self.ui.linksTableWidget
         table.clearContents()
         table.setRowCount(len(rows))
         for row, values in enumerate(rows):
             for column, text in enumerate(values):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
         table.resizeColumnsToContents()
+
+    def _showLinks(self) -> None:
+        self._fillTable(self.ui.linksTableWidget, self.logic.linkRows(self._documentNode))
 
     def onLinkCellDoubleClicked(self, row: int, column: int) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to show the linked region."), waitCursor=True):
@@ -385,20 +387,12 @@ class MultiModalAnnotationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     # ------------------------------------------------------------------ structured data
     def onImportTableButton(self) -> None:
-        import qt
-
         with slicer.util.tryWithErrorDisplay(_("Failed to import the table."), waitCursor=True):
             path = str(self.ui.tableFilePathLineEdit.currentPath or "").strip()
             self.logic.importTable(self._documentNode, path, self.ui.fieldsComboBox.currentText,
                                    self.ui.caseIdLineEdit.text)
             rows = self.logic.structuredRows(self._documentNode)
-            table = self.ui.structuredTableWidget
-            table.clearContents()
-            table.setRowCount(len(rows))
-            for row, values in enumerate(rows):
-                for column, text in enumerate(values):
-                    table.setItem(row, column, qt.QTableWidgetItem(text))
-            table.resizeColumnsToContents()
+            self._fillTable(self.ui.structuredTableWidget, rows)
             self.ui.tableStatusLabel.text = _("Bound {count} value(s) of the case.").format(count=len(rows))
 
     def _showGuard(self, decision: Any) -> None:

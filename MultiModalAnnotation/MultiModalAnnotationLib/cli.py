@@ -43,7 +43,8 @@ def install_template_loader() -> None:
 
     if cliutil.label_set_loader is None:
         cliutil.label_set_loader = load_label_set
-    cliutil.reader_hooks.append(_install_qc_readers)  # qc compare/batch read annotation packages too
+    if _install_qc_readers not in cliutil.reader_hooks:  # qc compare/batch read annotation packages too
+        cliutil.reader_hooks.append(_install_qc_readers)
 
 
 def _install_qc_readers() -> None:

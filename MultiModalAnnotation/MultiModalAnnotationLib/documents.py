@@ -34,8 +34,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from RTSSBridgeLib.errors import InputError
-from RTSSBridgeLib.geometry import ImageGeometry
+from RTSSBridgeLib.errors import InputError, ProblemListError
+from RTSSBridgeLib.geometry import ImageGeometry, lps_map_to_ras
 
 from .schemas import read_json, schema_id, schema_problems
 from .templates import LabelTemplate
@@ -49,14 +49,10 @@ _GEOMETRY_KEYS = ("mask_file", "mask_value", "bbox", "polygon", "slice_index", "
                   "cross_modal_links")
 
 
-class DocumentError(InputError):
+class DocumentError(ProblemListError):
     """An annotation document breaks rules; ``problems`` lists each on one line."""
 
-    def __init__(self, problems: List[str], file: Optional[str] = None) -> None:
-        self.problems = list(problems)
-        more = (f" (and {len(problems) - 1} more problem(s); run mmanno annotation validate)"
-                if len(problems) > 1 else "")
-        super().__init__(problems[0] + more, file=file)
+    hint = "run mmanno annotation validate"
 
 
 @dataclass(frozen=True)
@@ -268,9 +264,7 @@ def _fusion_problems(fusion: Optional[Mapping[str, Any]]) -> List[str]:
             m = np.asarray(item[name], dtype=float)
             if not np.all(np.isfinite(m)) or not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
                 problems.append(f"{at}.{name}: last row must be [0, 0, 0, 1] and all numbers finite")
-        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-        if not problems and not np.allclose(flip @ np.asarray(item["matrix_lps"]) @ flip, item["matrix_ras"],
-                                            atol=1e-6):
+        if not problems and not np.allclose(lps_map_to_ras(item["matrix_lps"]), item["matrix_ras"], atol=1e-6):
             problems.append(f"{at}.matrix_ras: is not matrix_lps written in RAS (diag(-1,-1,1,1) M diag(-1,-1,1,1))")
     known = {reference, *keys}
     for n, item in enumerate(fusion.get("consistency", [])):

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from RTSSBridgeLib.errors import InputError
+from RTSSBridgeLib.errors import InputError, ProblemListError
 
 from .documents import AnnotationDocument
 from .schemas import read_json, schema_id, schema_problems
@@ -68,13 +68,8 @@ _INTEGER = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
-class TableError(InputError):
+class TableError(ProblemListError):
     """A table breaks rules of its field definitions; ``problems`` lists each on one line (row and column)."""
-
-    def __init__(self, problems: List[str], file: Optional[str] = None) -> None:
-        self.problems = list(problems)
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        super().__init__(problems[0] + more, file=file)
 
 
 def _strftime_format(spec: str) -> str:

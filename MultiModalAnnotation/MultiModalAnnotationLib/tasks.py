@@ -14,7 +14,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from RTSSBridgeLib.errors import InputError
+from RTSSBridgeLib.errors import ProblemListError
 
 from .schemas import read_json, schema_problems
 from .templates import LabelTemplate
@@ -24,13 +24,8 @@ SCHEMA = "task"
 DEFAULT_QC = {"dice_threshold": 0.75, "fusion_deviation_mm": 3.0, "time_deviation_days": 90, "sampling_ratio": 1.0}
 
 
-class TaskError(InputError):
+class TaskError(ProblemListError):
     """A task definition breaks rules; ``problems`` lists each on one line. Remedy: fix the fields."""
-
-    def __init__(self, problems: List[str], file: Optional[str] = None) -> None:
-        self.problems = list(problems)
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        super().__init__(problems[0] + more, file=file)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ prints that line and exits non-zero; the Slicer panels show it in an error dialo
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 
 class MMAnnoError(Exception):
@@ -29,6 +29,21 @@ class InputError(MMAnnoError, ValueError):
         prefix = ": ".join(parts)
         message = f"{prefix}: {rule}" if prefix else rule
         super().__init__(" ".join(message.split()))  # always one line
+
+
+class ProblemListError(InputError):
+    """An input that breaks several rules at once: ``problems`` lists each on one line; the
+    message shows the first and how many more (with ``hint``, e.g. the command that lists them all)."""
+
+    #: Said after the count of further problems, e.g. "run mmanno template validate".
+    hint = ""
+
+    def __init__(self, problems: List[str], file: Optional[str] = None) -> None:
+        self.problems = list(problems)
+        more = ""
+        if len(self.problems) > 1:
+            more = f" (and {len(self.problems) - 1} more problem(s){'; ' + self.hint if self.hint else ''})"
+        super().__init__(self.problems[0] + more, file=file)
 
 
 class GeometryError(InputError):

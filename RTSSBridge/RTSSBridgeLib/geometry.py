@@ -53,6 +53,18 @@ def lps_to_ras(points: Any) -> np.ndarray:
 ras_to_lps = lps_to_ras
 
 
+def lps_map_to_ras(matrix_lps: Any) -> np.ndarray:
+    """A 4x4 point map (LPS points -> LPS points, e.g. an ITK transform) written for RAS points:
+    ``F @ M @ F`` with ``F = diag(-1, -1, 1, 1)`` (or RAS -> LPS: the same conjugation)."""
+    m = np.asarray(matrix_lps, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise GeometryError(f"a point map is a 4x4 matrix, got shape {m.shape}", field="matrix")
+    return _LPS_TO_RAS_4 @ m @ _LPS_TO_RAS_4
+
+
+ras_map_to_lps = lps_map_to_ras
+
+
 def _as_vector3(value: Any, name: str) -> Vector3:
     try:
         arr = np.asarray(value, dtype=np.float64).reshape(-1)

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 
 from . import resources
 from .errors import InputError
+from .fileio import write_json_atomic
 
 
 @cache
@@ -75,10 +76,7 @@ def _remember_valid(key: str) -> None:
         except (OSError, ValueError):
             known = []
         known = ([k for k in known if k != key] + [key])[-256:]
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(known, fh)
-        os.replace(tmp, path)
+        write_json_atomic(path, known)
     except (OSError, TypeError):
         pass  # a cache that cannot be written only costs time
 

@@ -12,7 +12,7 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 from .errors import InputError
 
@@ -58,6 +58,23 @@ def builtin_names(*folder: str) -> List[str]:
     """Names (file stems) of the JSON documents shipped in a resources sub-folder, e.g.
     ``builtin_names("profiles", "deid")``; cheap enough for a command's ``--help``."""
     return sorted(p.stem for p in resources_dir().joinpath(*folder).glob("*.json"))
+
+
+def builtin_or_file(name_or_path: str, folder: Sequence[str], kind: str, noun: str = "profile",
+                    field: str = "--profile") -> str:
+    """The file of a built-in JSON document named ``name_or_path`` in ``folder`` (e.g.
+    ``("profiles", "deid")``), or ``name_or_path`` itself when it is a file. A missing file or an
+    unknown name raises :class:`InputError` listing the built-in names; ``kind`` qualifies the
+    ``noun`` in that message ("unknown de-identification profile 'x'")."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    if name_or_path.endswith(".json") or os.sep in name_or_path:
+        raise InputError(f"no such {noun} file", file=name_or_path, field=field)
+    path = resources_dir().joinpath(*folder, f"{name_or_path}.json")
+    if not path.is_file():
+        raise InputError(f"unknown {kind} {noun} {name_or_path!r}; built-in {noun}s are "
+                         f"{', '.join(builtin_names(*folder))} (or give a {noun} file)", field=field)
+    return str(path)
 
 
 def schema_path(name: str) -> Path:

@@ -38,7 +38,7 @@ import numpy as np
 
 from RTSSBridgeLib.errors import InputError
 from RTSSBridgeLib.fileio import atomic_path
-from RTSSBridgeLib.geometry import LPS_TO_RAS
+from RTSSBridgeLib.geometry import lps_map_to_ras
 
 from .images import FusionImage, to_sitk
 
@@ -49,7 +49,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 MODES = ("rigid", "affine", "bspline")
 INITIALISATIONS = ("geometry", "moments", "identity")
 TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")
-_F4 = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: The default sampling seed (any fixed number; recorded with every result).
 DEFAULT_SEED = 20260812
 
@@ -155,7 +154,7 @@ class RegistrationResult:
 
     @property
     def matrix_ras(self) -> np.ndarray:
-        return lps_matrix_to_ras(self.matrix_lps)
+        return lps_map_to_ras(self.matrix_lps)
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON of ``mmanno register`` (``registration-result`` schema), without file fields."""
@@ -163,7 +162,7 @@ class RegistrationResult:
         return {
             "mode": self.mode, "deformable": self.deformable,
             "direction": "fixed_to_moving",
-            "matrix_lps": matrix_json(m), "matrix_ras": matrix_json(lps_matrix_to_ras(m)),
+            "matrix_lps": matrix_json(m), "matrix_ras": matrix_json(lps_map_to_ras(m)),
             "rotation_deg": round(rotation_angle_deg(m[:3, :3]), 6) if self.mode == "rigid" else None,
             "translation_mm": [round(float(v), 6) for v in m[:3, 3]],
             "metric": "mattes_mutual_information",
@@ -180,14 +179,6 @@ def matrix_json(m: np.ndarray) -> List[List[float]]:
     return [[float(v) for v in row] for row in np.asarray(m, dtype=np.float64)]
 
 
-def lps_matrix_to_ras(matrix_lps: Any) -> np.ndarray:
-    """The same point map written in RAS: ``F @ M @ F`` (F flips x and y, :data:`LPS_TO_RAS`)."""
-    f = np.eye(4)
-    f[:3, :3] = LPS_TO_RAS
-    return f @ np.asarray(matrix_lps, dtype=np.float64) @ f
-
-
-ras_matrix_to_lps = lps_matrix_to_ras
 
 
 def rotation_angle_deg(rotation: Any) -> float:

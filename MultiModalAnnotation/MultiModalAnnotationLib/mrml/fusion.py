@@ -6,7 +6,7 @@ of the moving volume shows that volume in the world (reference) frame; its *tran
 maps the volume's own coordinates (moving) to the world (fixed), so it is ``M^-1``, and its
 *transform from parent* is ``M`` itself - which is also how Slicer stores an ITK transform file it
 reads. Coordinates are RAS in the scene: ``matrix_ras = F M F`` (F flips x and y; the conversion
-is :func:`MultiModalAnnotationLib.fusion.registration.lps_matrix_to_ras`, the only one used).
+is :func:`RTSSBridgeLib.geometry.lps_map_to_ras`, the only one used).
 
 Deformable (B-spline) results are read from their file (:func:`transform_node_from_file`, a
 ``vtkMRMLTransformNode`` through MRML's transform storage node); :func:`transform_node_from_result`
@@ -23,9 +23,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import vtk
 
+from RTSSBridgeLib.geometry import lps_map_to_ras, ras_map_to_lps
 from RTSSBridgeLib.mrml.volumes import numpy_matrix, vtk_matrix
-
-from ..fusion.registration import lps_matrix_to_ras, ras_matrix_to_lps
 
 ATTR_PREFIX = "MultiModalAnnotation."
 ATTR_DIRECTION = ATTR_PREFIX + "TransformDirection"
@@ -46,7 +45,7 @@ def transform_node_from_matrix(scene: Any, matrix_lps: Any, name: str, node: Any
         raise ValueError(f"matrix_lps: must be a finite 4x4 matrix, got shape {m.shape}")
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
-    node.SetMatrixTransformFromParent(vtk_matrix(lps_matrix_to_ras(m)))
+    node.SetMatrixTransformFromParent(vtk_matrix(lps_map_to_ras(m)))
     node.SetAttribute(ATTR_DIRECTION, "fixed_to_moving (transform from parent)")
     node.SetAttribute(ATTR_MODE, mode)
     if transform_file:
@@ -101,7 +100,7 @@ def matrix_lps_of_node(node: Any) -> np.ndarray:
     """The fixed -> moving LPS matrix a linear transform node holds (inverse of :func:`transform_node_from_matrix`)."""
     m = vtk.vtkMatrix4x4()
     node.GetMatrixTransformFromParent(m)
-    return ras_matrix_to_lps(numpy_matrix(m))
+    return ras_map_to_lps(numpy_matrix(m))
 
 
 def fixed_to_moving_ras(node: Any, points_ras: Any) -> np.ndarray:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from RTSSBridgeLib.errors import InputError
+from RTSSBridgeLib.errors import ProblemListError
 from RTSSBridgeLib.labels import Code
 
 from ..schemas import read_json, schema_problems
@@ -40,14 +40,11 @@ _LEVEL_RANK = {"system": 0, "organ": 1, "substructure": 2, "feature": 3, "case":
 assert set(_LEVEL_RANK) == set(LEVELS)
 
 
-class TemplateError(InputError):
+class TemplateError(ProblemListError):
     """A label template breaks one or more rules. ``problems`` lists every broken rule, one line
     each; the message shows the first and how many more. Remedy: fix each named field."""
 
-    def __init__(self, problems: List[str], file: Optional[str] = None) -> None:
-        self.problems = list(problems)
-        more = f" (and {len(problems) - 1} more problem(s); run mmanno template validate)" if len(problems) > 1 else ""
-        super().__init__(f"{problems[0]}{more}", file=file)
+    hint = "run mmanno template validate"
 
 
 def template_problems(data: Any) -> List[str]:

@@ -14,7 +14,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import resources
 from ..dicom_series import DicomSeries
-from ..errors import InputError
 from ..jsonschemas import read_json
 
 PROFILE_SCHEMA = "admission-profile"
@@ -64,16 +63,7 @@ def builtin_admission_profiles() -> List[str]:
 
 def load_admission_profile(name_or_path: str) -> AdmissionProfile:
     """A built-in profile by name, or a profile file; raises :class:`InputError` naming the problem."""
-    if os.path.isfile(name_or_path):
-        path = name_or_path
-    else:
-        if name_or_path.endswith(".json") or os.sep in name_or_path:
-            raise InputError("no such profile file", file=name_or_path, field="--profile")
-        candidate = resources.resources_dir().joinpath(*BUILTIN_FOLDER, f"{name_or_path}.json")
-        if not candidate.is_file():
-            raise InputError(f"unknown admission profile {name_or_path!r}; built-in profiles are "
-                             f"{', '.join(builtin_admission_profiles())} (or give a profile file)", field="--profile")
-        path = str(candidate)
+    path = resources.builtin_or_file(name_or_path, BUILTIN_FOLDER, "admission")
     doc = read_json(path, PROFILE_SCHEMA)
     rules = []
     for r in doc["rules"]:

@@ -18,7 +18,6 @@ that could not be checked).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
@@ -138,15 +137,7 @@ def builtin_profiles() -> List[str]:
 
 def profile_path(name_or_path: str) -> str:
     """The file of a built-in profile name, or ``name_or_path`` itself when it is a file."""
-    if os.path.isfile(name_or_path):
-        return name_or_path
-    if name_or_path.endswith(".json") or os.sep in name_or_path:
-        raise InputError("no such profile file", file=name_or_path, field="--profile")
-    path = resources.resources_dir().joinpath(*BUILTIN_FOLDER, f"{name_or_path}.json")
-    if not path.is_file():
-        raise InputError(f"unknown de-identification profile {name_or_path!r}; built-in profiles are "
-                         f"{', '.join(builtin_profiles())} (or give a profile file)", field="--profile")
-    return str(path)
+    return resources.builtin_or_file(name_or_path, BUILTIN_FOLDER, "de-identification")
 
 
 def load_profile_document(name_or_path: str) -> Dict[str, Any]:
