@@ -481,13 +481,18 @@ def rasterise_structure_set(rtss: StructureSetFile, grid: ReferenceGrid, label_s
     # the benchmark case: each matrix product pays the BLAS threads' start-up).
     arrays = [c.points for r in rtss.rois for c in r.contours if len(c.points)]
     all_ijk = grid.geometry.lps_to_ijk(np.concatenate(arrays)) if arrays else np.zeros((0, 3))
-    position = 0
-    for n, record in enumerate(rtss.rois):
-        size = sum(len(c.points) for c in record.contours)
-        result.rois.append(_roi_from_record(record, grid, index, all_ijk[position: position + size]))
-        position += size
-        if progress is not None:
-            progress(n + 1, len(rtss.rois))
+    sizes = [sum(len(c.points) for c in record.contours) for record in rtss.rois]
+    starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]) if sizes else np.zeros(1, dtype=np.int64)
+    jobs = [(record, all_ijk[starts[n]: starts[n + 1]]) for n, record in enumerate(rtss.rois)]
+    # Two threads fill the ROIs (the fill is numpy work that releases the GIL): 0.12 s -> 0.07 s
+    # on the 13 ROIs of the benchmark CT. Results keep the file's ROI order.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for n, roi in enumerate(pool.map(lambda job: _roi_from_record(job[0], grid, index, job[1]), jobs)):
+            result.rois.append(roi)
+            if progress is not None:
+                progress(n + 1, len(rtss.rois))
     for roi in result.rois:
         record_frame = next((r.frame_of_reference_uid for r in rtss.rois if r.number == roi.number), "")
         if record_frame and grid.frame_of_reference_uid and record_frame != grid.frame_of_reference_uid \
