@@ -328,8 +328,7 @@ def _paint(out: np.ndarray, order: Sequence[Roi], k_lo: int, k_hi: int) -> List[
         if part is None:
             hidden.append(0)
         else:
-            data, box = part
-            hidden.append(int(np.count_nonzero(data & (out[box] != roi.label_value))))
+            hidden.append(int(np.count_nonzero(part[0] & (out[part[1]] != roi.label_value))))
     return hidden
 
 
