@@ -524,3 +524,45 @@ def test_gantry_tilted_series_fills_each_slice_in_its_own_plane(tmp_path: Path) 
     expected[:, 5:11, 4:10] = True
     (roi,) = result.rois
     assert roi.problems == [] and roi.mask is not None and np.array_equal(roi.mask.full(), expected)
+
+
+# --------------------------------------------------------------------------- two processes
+def _roi_view(result):  # type: ignore[no-untyped-def]
+    return [(r.number, r.name, r.color, r.interpreted_type, r.n_contours, r.mask.full().tobytes() if r.mask else None,
+             None if r.points_lps is None else r.points_lps.tolist(), [p.to_dict() for p in r.problems])
+            for r in result.rois]
+
+
+def test_two_process_import_equals_one_process_and_survives_a_failing_child(  # type: ignore[no-untyped-def]
+        testdata: Path, series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R-5.7: the command line's two-process fill (a forked child parses and crosses half the
+    ROIs) gives exactly the one-process result - masks, points, problems, order - on the real files
+    and on a generated one with holes, a malformed contour, points, an empty ROI and a clipped
+    contour; when the child fails the parent does its share."""
+    from RTSSBridgeLib import rtss_import
+
+    if not rtss_import.can_fork():
+        pytest.skip("no fork on this platform: the command line uses one process there")
+    folder, grid = _grid(series)
+    ours = write_rtss(tmp_path / "ours.dcm", grid, [
+        RoiSpec(1, "Ring", [ContourSpec(square_ijk(grid, 2, 2.5, 2.5, 14.5, 14.5)),
+                            ContourSpec(square_ijk(grid, 2, 5.5, 5.5, 9.5, 9.5)),
+                            ContourSpec(square_ijk(grid, 3, 4.5, 4.5, 9.5, 9.5), raw="1\\2\\x")]),
+        RoiSpec(2, "Edge", [ContourSpec(square_ijk(grid, 4, -3.5, 1.5, 6.5, 6.5))]),
+        RoiSpec(3, "Empty", contour_sequence=False),
+        RoiSpec(4, "Small", [ContourSpec(square_ijk(grid, 1, 3.5, 3.5, 4.5, 4.5))])])
+    cases = [(ours, folder)] + [(path, path.parent) for path in sorted(testdata.rglob("RS*.dcm"))]
+    for path, images in cases:
+        one = import_rtss(path, images, processes=1)
+        two = import_rtss(path, images, processes=2)
+        assert _roi_view(two) == _roi_view(one), path.name
+        assert [p.to_dict() for p in two.problems] == [p.to_dict() for p in one.problems]
+    real_job = rtss_import._roi_job
+
+    def failing_in_child(record, grid, uid_index, defer=False):  # type: ignore[no-untyped-def]
+        if defer:
+            raise RuntimeError("child fails")
+        return real_job(record, grid, uid_index, defer)
+
+    monkeypatch.setattr(rtss_import, "_roi_job", failing_in_child)
+    assert _roi_view(import_rtss(ours, folder, processes=2)) == _roi_view(import_rtss(ours, folder, processes=1))

@@ -78,7 +78,7 @@ def _import(args: argparse.Namespace, kind: str) -> int:
             from .rtss_import import import_rtss
 
             result = import_rtss(args.input, args.series, label_set, series_uid=args.series_uid,
-                                 progress=Progress("filling ROIs", enabled=not args.quiet))
+                                 progress=Progress("filling ROIs", enabled=not args.quiet), processes=2)
         else:
             from .seg import import_seg
 
