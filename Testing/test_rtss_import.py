@@ -8,6 +8,7 @@ defects deserve and none may crash.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -566,3 +567,14 @@ def test_two_process_import_equals_one_process_and_survives_a_failing_child(  # 
 
     monkeypatch.setattr(rtss_import, "_roi_job", failing_in_child)
     assert _roi_view(import_rtss(ours, folder, processes=2)) == _roi_view(import_rtss(ours, folder, processes=1))
+
+    def stuck_in_child(record, grid, uid_index, defer=False):  # type: ignore[no-untyped-def]
+        if defer:
+            time.sleep(600)
+        return real_job(record, grid, uid_index, defer)
+
+    monkeypatch.setattr(rtss_import, "_roi_job", stuck_in_child)
+    monkeypatch.setattr(rtss_import, "CHILD_TIMEOUT_MIN_S", 0.5)
+    started = time.perf_counter()
+    assert _roi_view(import_rtss(ours, folder, processes=2)) == _roi_view(import_rtss(ours, folder, processes=1))
+    assert time.perf_counter() - started < 60  # the stuck child was killed, not waited for

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -64,6 +65,8 @@ PLANE_TOLERANCE_MM = 0.05
 #: A contour whose points spread further than this (mm) along the slice normal is not parallel to
 #: the image slices (drawn on another orientation, or corrupt) and is not filled.
 NON_PLANAR_TOLERANCE_MM = 0.1
+#: The shortest wait (s) for the forked helper of a two-process import before it is killed.
+CHILD_TIMEOUT_MIN_S = 10.0
 #: Points this far (in voxels) beyond the outermost voxel boundary count as clipped in-plane.
 IN_PLANE_MARGIN = 1e-3
 
@@ -601,6 +604,7 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
         finally:
             os._exit(status)
     os.close(write_fd)
+    started = time.perf_counter()
     results: Dict[int, Roi] = {}
     reaped = False
     try:
@@ -608,11 +612,14 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
             results[i] = _roi_job(records[i], grid, uid_index)[0]
             if progress is not None:
                 progress(len(results), len(records))
-        with os.fdopen(read_fd, "rb") as fp:
-            data = fp.read()
-        _pid, status = os.waitpid(pid, 0)
-        reaped = True
-        received = pickle.loads(data) if status == 0 and data else []
+        # The child's share is about the parent's, so waiting 10x as long (and at least
+        # CHILD_TIMEOUT_MIN_S) means it is stuck (a library that does not survive fork): it is
+        # killed and its ROIs are done here.
+        data = _read_until_eof(read_fd, max(CHILD_TIMEOUT_MIN_S, 10 * (time.perf_counter() - started)))
+        if data is not None:
+            _pid, status = os.waitpid(pid, 0)
+            reaped = True
+        received = pickle.loads(data) if reaped and status == 0 and data else []
     finally:
         if not reaped:
             with contextlib.suppress(OSError):
@@ -626,6 +633,26 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
         if i not in results:  # the child failed: do its share here
             results[i] = _roi_job(records[i], grid, uid_index)[0]
     return [results[i] for i in range(len(records))]
+
+
+def _read_until_eof(fd: int, timeout_s: float) -> Optional[bytes]:
+    """Everything written to the pipe ``fd`` until its writer closes it (the fd is closed here);
+    None when that takes longer than ``timeout_s``."""
+    import select
+
+    chunks = []
+    deadline = time.perf_counter() + timeout_s
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _roi_from_record(record: RoiRecord, grid: ReferenceGrid, uid_index: Dict[str, int], ijk: np.ndarray,
