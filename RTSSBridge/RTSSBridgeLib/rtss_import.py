@@ -640,7 +640,7 @@ def _read_until_eof(fd: int, timeout_s: float) -> Optional[bytes]:
     None when that takes longer than ``timeout_s``."""
     import select
 
-    chunks = []
+    chunks: List[bytes] = []
     deadline = time.perf_counter() + timeout_s
     try:
         while True:
