@@ -234,3 +234,22 @@ def test_rtss_import_path_needs_neither_pydicom_nor_nibabel(tmp_path: Path, samp
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "0 []", out
     assert read_nifti(tmp_path / "l.nii").voxels.any()
+
+
+@pytest.mark.parametrize("preallocate", [True, False])
+def test_large_nifti1_is_written_through_a_map_or_plainly_with_the_same_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preallocate: bool) -> None:
+    """R-5.7: a labelmap of several MB goes through the memory-mapped writer (or, where the file
+    system cannot preallocate, plain writes): the file is byte for byte what nibabel writes."""
+    g = ImageGeometry(shape=(160, 128, 70), spacing_mm=(0.8, 0.8, 2.5), origin_lps=(-60.0, 40.0, -200.0),
+                      direction=OBLIQUE.direction)
+    vox = np.random.default_rng(5).integers(0, 30, g.array_shape, dtype=np.uint8)
+    assert vox.nbytes > 1 << 20
+    if not preallocate:
+        def refuse(fd: int, offset: int, length: int) -> None:
+            raise OSError(95, "Operation not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", refuse, raising=False)
+    ours = write_nifti(tmp_path / "big.nii", vox, g, label_map=True, description="mmanno test")
+    assert Path(ours).read_bytes() == _nibabel_bytes(tmp_path / "theirs.nii", vox, g, True, "mmanno test")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nii", "theirs.nii"]  # no temporary left

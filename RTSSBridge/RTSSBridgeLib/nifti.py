@@ -273,9 +273,43 @@ def _write_nifti1(path: str, arr: np.ndarray, affine: np.ndarray, label_map: boo
     order of ``[i, j, k]``, so a contiguous little-endian array is written without a copy."""
     k, j, i = arr.shape
     data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    header = nifti1_header((i, j, k), data.dtype, affine, label_map, description)
+    if data.nbytes >= _MAPPED_WRITE_BYTES and _write_mapped(path, header, data):
+        return
     with open(path, "wb") as fp:
-        fp.write(nifti1_header((i, j, k), data.dtype, affine, label_map, description))
+        fp.write(header)
         fp.write(data.data.cast("B"))
+
+
+#: Files at least this large are written through a memory map (:func:`_write_mapped`).
+_MAPPED_WRITE_BYTES = 1 << 20
+
+
+def _write_mapped(path: str, header: bytes, data: np.ndarray) -> bool:
+    """Write ``header`` + ``data`` into a new file through a shared memory map; False (nothing
+    left behind but an empty file the caller overwrites) where the file system cannot preallocate.
+
+    Measured here on ext4 for a 46 MB labelmap: ``write()`` 0.05-0.15 s, preallocate + map +
+    copy 0.035 s. The blocks are reserved first (``posix_fallocate``) so that a full disk is an
+    OSError here and never a SIGBUS while copying into the map."""
+    import mmap
+
+    size = len(header) + data.nbytes
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except (AttributeError, OSError):  # no posix_fallocate (Windows, macOS) or not on this file system
+            os.ftruncate(fd, 0)
+            return False
+        with mmap.mmap(fd, size) as mapped:
+            mapped[: len(header)] = header
+            target = np.frombuffer(mapped, dtype=np.uint8, count=data.nbytes, offset=len(header))
+            np.copyto(target, data.reshape(-1).view(np.uint8))
+            del target
+        return True
+    finally:
+        os.close(fd)
 
 
 def nifti_affine(geometry: ImageGeometry) -> np.ndarray:
