@@ -535,7 +535,8 @@ def _roi_view(result):  # type: ignore[no-untyped-def]
 
 
 def test_two_process_import_equals_one_process_and_survives_a_failing_child(  # type: ignore[no-untyped-def]
-        testdata: Path, series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        testdata: Path, series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
     """R-5.7: the command line's two-process fill (a forked child parses and crosses half the
     ROIs) gives exactly the one-process result - masks, points, problems, order - on the real files
     and on a generated one with holes, a malformed contour, points, an empty ROI and a clipped
@@ -558,6 +559,7 @@ def test_two_process_import_equals_one_process_and_survives_a_failing_child(  # 
         two = import_rtss(path, images, processes=2)
         assert _roi_view(two) == _roi_view(one), path.name
         assert [p.to_dict() for p in two.problems] == [p.to_dict() for p in one.problems]
+        assert "helper process failed" not in capfd.readouterr().err  # the child did its share
     real_job = rtss_import._roi_job
 
     def failing_in_child(record, grid, uid_index, defer=False):  # type: ignore[no-untyped-def]
@@ -567,6 +569,7 @@ def test_two_process_import_equals_one_process_and_survives_a_failing_child(  # 
 
     monkeypatch.setattr(rtss_import, "_roi_job", failing_in_child)
     assert _roi_view(import_rtss(ours, folder, processes=2)) == _roi_view(import_rtss(ours, folder, processes=1))
+    assert "helper process failed (RuntimeError: child fails)" in capfd.readouterr().err
 
     def stuck_in_child(record, grid, uid_index, defer=False):  # type: ignore[no-untyped-def]
         if defer:
