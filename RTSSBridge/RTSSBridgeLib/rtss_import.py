@@ -65,6 +65,8 @@ PLANE_TOLERANCE_MM = 0.05
 #: A contour whose points spread further than this (mm) along the slice normal is not parallel to
 #: the image slices (drawn on another orientation, or corrupt) and is not filled.
 NON_PLANAR_TOLERANCE_MM = 0.1
+#: The largest shared memory map (bytes of masks) the forked helper of a two-process import fills.
+SHARED_MAP_BYTES = 1 << 30
 #: The shortest wait (s) for the forked helper of a two-process import before it is killed.
 CHILD_TIMEOUT_MIN_S = 10.0
 #: Points this far (in voxels) beyond the outermost voxel boundary count as clipped in-plane.
@@ -594,9 +596,13 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
         groups[side].append(i)
         loads[side] += sizes[i]
     mine, theirs = sorted(groups[0]), sorted(groups[1])
-    # Room for every mask of the child at full size: only the pages written are ever allocated.
-    capacity = max(1, len(theirs)) * (int(np.prod(shape)) + 64)
-    shared = mmap.mmap(-1, capacity)
+    # Room for the child's masks (only the pages written are ever allocated); a mask that does not
+    # fit is sent as its crossings and filled by the parent.
+    capacity = min(max(1, len(theirs)) * (int(np.prod(shape)) + 64), SHARED_MAP_BYTES)
+    try:
+        shared = mmap.mmap(-1, capacity)
+    except (OSError, ValueError):
+        return _rois_in_threads(records, grid, uid_index, progress)
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():  # Python 3.12+ warns about fork with threads (BLAS's); see can_fork
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -610,7 +616,9 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
             used = 0
             for i in theirs:
                 roi, toggles = _roi_job(records[i], grid, uid_index, defer=True)
-                if roi.mask is None and toggles is not None:  # filled here, into the shared map
+                if roi.mask is None and toggles is not None and used + box_bytes(toggles) > capacity:
+                    done.append((i, roi, toggles))  # no room left: the parent fills it
+                elif roi.mask is None and toggles is not None:  # filled here, into the shared map
                     mask = _finish(roi, toggles, shape, area[used:]).mask
                     assert mask is not None
                     done.append((i, roi, (used, mask.offset, mask.data.shape, mask.count())))
@@ -651,7 +659,9 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
                 os.waitpid(pid, 0)
     area = np.frombuffer(shared, dtype=np.uint8)
     for i, roi, where in received:
-        if where is not None:
+        if isinstance(where, Toggles):
+            _finish(roi, where, shape)
+        elif where is not None:
             start, origin, box, count = where
             height = box[1] + 1  # the stored box has one row more than the mask (see fill_toggles)
             full = area[start: start + box[0] * height * box[2]].reshape(box[0], height, box[2])
