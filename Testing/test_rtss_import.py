@@ -449,7 +449,10 @@ def test_fast_reader_reads_exactly_what_pydicom_reads(testdata: Path, series, tm
             fast = read_structure_set(path)
             patch.setattr(rtss_import, "read_fast", lambda _p: None)
             slow = read_structure_set(path)
-        for other in (fast, raw):
+        later = read_structure_set(path, parse_points=False)  # contours walked and parsed on demand
+        assert later.contour_image_uids() == slow.contour_image_uids()
+        later.parse_points()
+        for other in (fast, raw, later):
             assert _records(other) == _records(slow), path.name
             assert [p.to_dict() for p in other.problems] == [p.to_dict() for p in slow.problems]
             assert other.info() == slow.info()

@@ -103,11 +103,15 @@ class RoiRecord:
     problems: List[RoiProblem] = field(default_factory=list)
     #: The contours as read, while their points are not parsed yet (``read_structure_set(...,
     #: parse_points=False)``); :func:`parse_points` empties it.
-    pending: Optional[List[RawContour]] = None
+    pending: Optional[List[RawRoiContour]] = None
 
     def byte_size(self) -> int:
-        """Bytes of ContourData still to parse (how the import shares work between processes)."""
-        return sum(len(c.data or b"") for c in self.pending or ())
+        """Bytes of contours still to read (how the import shares work between processes)."""
+        return sum(e.span_bytes or sum(len(c.data or b"") + 100 for c in e.contours) for e in self.pending or ())
+
+    def n_pending(self) -> int:
+        """Contours still to read, or an estimate (one per 3 kB) while they are not walked yet."""
+        return sum(len(e.contours) if e.lazy is None else e.span_bytes // 3000 + 1 for e in self.pending or ())
 
 
 @dataclass
@@ -128,7 +132,14 @@ class StructureSetFile:
     problems: List[RoiProblem]
 
     def contour_image_uids(self) -> List[str]:
-        return [u for roi in self.rois for c in [*roi.contours, *(roi.pending or ())] for u in c.referenced_uids]
+        uids: List[str] = []
+        for roi in self.rois:
+            for record in roi.contours:
+                uids.extend(record.referenced_uids)
+            for entry in roi.pending or ():
+                for contour in entry.contour_list():
+                    uids.extend(contour.referenced_uids)
+        return uids
 
     def parse_points(self) -> None:
         """Parse the coordinates of every ROI read with ``parse_points=False``."""
@@ -264,7 +275,7 @@ def parse_points_of(record: RoiRecord) -> None:
         return
     malformed: Dict[str, int] = {}
     mismatched = 0
-    for contour in record.pending:
+    for contour in (c for entry in record.pending for c in entry.contour_list()):
         with warnings.catch_warnings():  # numpy warns where ContourData stops parsing; reported below
             warnings.simplefilter("ignore", DeprecationWarning)
             points, reason = _contour_points(contour)
@@ -376,7 +387,7 @@ def read_structure_set(path: str | os.PathLike[str], parse_points: bool = True) 
     for entry in contour_items:
         number = entry.referenced_roi_number
         if number is None or number not in rois:
-            n = len(entry.contours)
+            n = len(entry.contour_list())
             problems.append(problem(RoiProblemCode.CONTOUR_ITEM_WITHOUT_ROI, Severity.WARNING,
                                     f"an ROI Contour item refers to ROI Number {number}, which the Structure Set ROI "
                                     f"Sequence does not define; its {n} contour(s) are ignored", count=n, files=[p]))
@@ -385,7 +396,7 @@ def read_structure_set(path: str | os.PathLike[str], parse_points: bool = True) 
         record.has_contour_item = True
         record.color = _color(entry.color_text) if entry.color_text is not None else record.color
         record.has_contour_sequence = entry.has_contour_sequence
-        record.pending = (record.pending or []) + entry.contours
+        record.pending = (record.pending or []) + [entry]
         if parse_points:
             parse_points_of(record)
     for what in dict.fromkeys(lost):
@@ -588,7 +599,7 @@ def _rois_in_two_processes(records: Sequence[RoiRecord], grid: ReferenceGrid, ui
 
     shape = grid.geometry.array_shape
     # Work estimate: ContourData bytes (parsed at ~7 ns a byte) plus ~10 us per contour of fixed cost.
-    sizes = [r.byte_size() + 1500 * len(r.pending or r.contours) for r in records]
+    sizes = [r.byte_size() + 1500 * r.n_pending() for r in records]
     groups: Tuple[List[int], List[int]] = ([], [])
     loads = [0, 0]
     for i in sorted(range(len(records)), key=lambda i: -sizes[i]):

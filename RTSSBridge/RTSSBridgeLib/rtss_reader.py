@@ -58,12 +58,27 @@ class RawContour:
 
 @dataclass
 class RawRoiContour:
-    """One ROI Contour Sequence item."""
+    """One ROI Contour Sequence item.
+
+    From :func:`read_raw` the Contour Sequence is walked only when :meth:`contour_list` is first
+    called (``lazy`` holds where it is), so that the import walks each ROI's contours in the
+    process that fills that ROI: 0.03 s of the benchmark import's serial part."""
 
     referenced_roi_number: Optional[int]
     color_text: Optional[str]
     has_contour_sequence: bool
     contours: List[RawContour] = field(default_factory=list)
+    lazy: Optional[Tuple[_Walker, int, Optional[int]]] = None  # the walker, start, end (None: undefined)
+    span_bytes: int = 0  # bytes of the Contour Sequence value (a work estimate before walking)
+
+    def contour_list(self) -> List[RawContour]:
+        """The contours, walked from the bytes on first use."""
+        if self.lazy is not None:
+            walker, start, end = self.lazy
+            self.lazy = None
+            items, _after = walker.sequence(start, end, True)
+            self.contours = [_contour_of(walker, item) for item in items]
+        return self.contours
 
 
 class _Malformed(Exception):
@@ -72,6 +87,9 @@ class _Malformed(Exception):
 
 #: Sequences whose items are needed (all others are only skipped).
 _WANTED_SEQUENCES = {_CONTOUR_SEQUENCE, _CONTOUR_IMAGE_SEQUENCE}
+#: Sequences left for later: their value span is kept (an undefined length one is still walked to
+#: find its end, without keeping anything).
+_DEFERRED_SEQUENCES: frozenset = frozenset()
 Span = Tuple[int, int]
 Item = Dict[int, object]  # tag -> (start, end) span, or a list of items for a wanted sequence
 
@@ -83,10 +101,11 @@ class _Walker:
     looked for, never walked twice (walking twice made undefined-length files 4x slower).
     """
 
-    def __init__(self, buf: bytes, implicit: bool) -> None:
+    def __init__(self, buf: bytes, implicit: bool, deferred: frozenset = _DEFERRED_SEQUENCES) -> None:
         self.buf = buf
         self.size = len(buf)
         self.implicit = implicit
+        self.deferred = deferred
 
     def header(self, pos: int) -> Tuple[int, int, int, bool]:
         """(tag, length, value start, is a sequence) of the element at ``pos``."""
@@ -126,7 +145,15 @@ class _Walker:
             if tag == _ITEM_END:
                 return elements, start
             value: object
-            if length == _UNDEFINED:
+            if keep and tag in self.deferred:
+                if length == _UNDEFINED:
+                    _skipped, pos = self.sequence(start, None, False)
+                    value = ("deferred", start, None, pos - start)
+                else:
+                    if start + length > self.size:
+                        raise _Malformed("value beyond the end")
+                    value, pos = ("deferred", start, start + length, length), start + length
+            elif length == _UNDEFINED:
                 value, pos = self.sequence(start, None, keep and tag in _WANTED_SEQUENCES)
             elif is_sequence and tag in _WANTED_SEQUENCES and keep:
                 value, pos = self.sequence(start, start + length, True)
@@ -158,19 +185,26 @@ def _items(value: object) -> List[Item]:
     return value if isinstance(value, list) else []
 
 
+def _contour_of(walker: _Walker, contour: Item) -> RawContour:
+    images = _items(contour.get(_CONTOUR_IMAGE_SEQUENCE))
+    uids = [walker.text(image.get(_REFERENCED_SOP_INSTANCE_UID)) for image in images]
+    return RawContour((walker.text(contour.get(_CONTOUR_GEOMETRIC_TYPE)) or "").upper(),
+                      _number(walker.text(contour.get(_NUMBER_OF_CONTOUR_POINTS))), tuple(u for u in uids if u),
+                      walker.raw(contour.get(_CONTOUR_DATA)))
+
+
 def _parse_sequence(walker: _Walker, start: int, end: Optional[int]) -> Tuple[List[RawRoiContour], int]:
     roi_items, after = walker.sequence(start, end, True)
     result = []
     for elements in roi_items:
         roi = RawRoiContour(_number(walker.text(elements.get(_REFERENCED_ROI_NUMBER))),
                             walker.text(elements.get(_ROI_DISPLAY_COLOR)), _CONTOUR_SEQUENCE in elements)
-        for contour in _items(elements.get(_CONTOUR_SEQUENCE)):
-            uids = [walker.text(image.get(_REFERENCED_SOP_INSTANCE_UID))
-                    for image in _items(contour.get(_CONTOUR_IMAGE_SEQUENCE))]
-            roi.contours.append(RawContour(
-                (walker.text(contour.get(_CONTOUR_GEOMETRIC_TYPE)) or "").upper(),
-                _number(walker.text(contour.get(_NUMBER_OF_CONTOUR_POINTS))), tuple(u for u in uids if u),
-                walker.raw(contour.get(_CONTOUR_DATA))))
+        value = elements.get(_CONTOUR_SEQUENCE)
+        if isinstance(value, tuple) and len(value) == 4 and value[0] == "deferred":
+            roi.lazy = (walker, value[1], value[2])
+            roi.span_bytes = int(value[3])
+        else:
+            roi.contours = [_contour_of(walker, contour) for contour in _items(value)]
         result.append(roi)
     return result, after
 
@@ -252,7 +286,7 @@ def read_raw(path: str) -> Optional[Tuple[Dict[str, Any], List[RawRoiContour]]]:
         buf, pos = body.buf, part.end
         contours: List[RawRoiContour] = []
         if pos < len(buf):
-            walker = _Walker(buf, part.implicit)
+            walker = _Walker(buf, part.implicit, deferred=frozenset({_CONTOUR_SEQUENCE}))
             tag, length, start, _is_sequence = walker.header(pos)
             if tag != ROI_CONTOUR_SEQUENCE:
                 return None
