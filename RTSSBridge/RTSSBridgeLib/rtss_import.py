@@ -110,8 +110,9 @@ class RoiRecord:
         return sum(e.span_bytes or sum(len(c.data or b"") + 100 for c in e.contours) for e in self.pending or ())
 
     def n_pending(self) -> int:
-        """Contours still to read, or an estimate (one per 3 kB) while they are not walked yet."""
-        return sum(len(e.contours) if e.lazy is None else e.span_bytes // 3000 + 1 for e in self.pending or ())
+        """Contours still to read (estimated while they are not walked yet: see
+        :meth:`~RTSSBridgeLib.rtss_reader.RawRoiContour.estimated_contours`)."""
+        return sum(e.estimated_contours() for e in self.pending or ())
 
 
 @dataclass

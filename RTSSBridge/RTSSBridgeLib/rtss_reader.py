@@ -71,6 +71,15 @@ class RawRoiContour:
     lazy: Optional[Tuple[_Walker, int, Optional[int]]] = None  # the walker, start, end (None: undefined)
     span_bytes: int = 0  # bytes of the Contour Sequence value (a work estimate before walking)
 
+    def estimated_contours(self) -> int:
+        """The number of contours; before walking, the number of Contour Geometric Type tags in the
+        sequence's bytes (a work estimate only: the tag's bytes cannot occur in the text values)."""
+        if self.lazy is None:
+            return len(self.contours)
+        walker, start, end = self.lazy
+        stop = start + self.span_bytes if end is None else end
+        return walker.buf.count(b"\x06\x30\x42\x00", start, stop)
+
     def contour_list(self) -> List[RawContour]:
         """The contours, walked from the bytes on first use."""
         if self.lazy is not None:
