@@ -90,6 +90,32 @@ def test_labelmap_uses_template_values_and_the_exact_affine(series, tmp_path: Pa
         ("Left lung", 1, "LUNG_LEFT"), ("Right lung", 2, "LUNG_RIGHT"), ("Lung nodule", 20, "NODULE")]
 
 
+@pytest.mark.parametrize("preallocate", [True, False])
+def test_labelmap_painted_into_the_mapped_file_equals_the_written_one(  # type: ignore[no-untyped-def]
+        series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preallocate: bool) -> None:
+    """R-5.3: a .nii labelmap painted straight into the memory-mapped file (or written plainly where
+    the file system cannot preallocate) has the bytes of the labelmap array written by write_nifti,
+    the same overlap counts, and no temporary file is left."""
+    import os
+
+    from RTSSBridgeLib.nifti import write_nifti
+
+    _folder, grid = series["oblique"]
+    expected = roi_set(grid, chest_template())
+    reference = write_nifti(tmp_path / "reference.nii", expected.labelmap(), grid.geometry, label_map=True,
+                            description="mmanno test")
+    if not preallocate:
+        def refuse(fd: int, offset: int, length: int) -> None:
+            raise OSError(95, "Operation not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", refuse, raising=False)
+    result = roi_set(grid, chest_template())
+    path = write_labelmap(result, str(tmp_path / "labels.nii"), description="mmanno test")
+    assert Path(path).read_bytes() == Path(reference).read_bytes()
+    assert [r.labelmap_voxel_count for r in result.rois] == [r.labelmap_voxel_count for r in expected.rois]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.nii", "reference.nii"]
+
+
 def test_split_writes_one_exact_file_per_roi_named_after_it(series, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _folder, grid = series["axial"]
     result = roi_set(grid)

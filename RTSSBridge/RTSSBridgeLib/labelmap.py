@@ -25,7 +25,7 @@ import numpy as np
 from .errors import InputError
 from .geometry import ImageGeometry
 from .labels import LabelSet
-from .nifti import is_nifti_path, read_nifti, write_nifti
+from .nifti import is_nifti_path, mapped_nifti1, read_nifti, write_nifti
 from .problems import Severity
 from .roi import RoiMask, RoiProblemCode, problem
 from .structures import Roi, RoiSet, check_same_grid
@@ -65,6 +65,13 @@ def write_labelmap(roi_set: RoiSet, path: str, description: str = "mmanno labelm
     """Write the labelmap of ``roi_set`` (values assigned if needed) to ``path`` atomically."""
     if not is_nifti_path(path):
         raise InputError("the labelmap file name must end with .nii or .nii.gz", file=path, field="--out")
+    if path.lower().endswith(".nii"):  # painted straight into the file's pages (see mapped_nifti1)
+        with mapped_nifti1(path, roi_set.geometry, roi_set.labelmap_dtype(), label_map=True,
+                           description=description) as target:
+            if target is not None:
+                roi_set.labelmap(out=target)
+        if target is not None:
+            return path
     labels = roi_set.labelmap()
     return write_nifti(path, labels, roi_set.geometry, label_map=True, description=description)
 

@@ -22,11 +22,12 @@ when ``sform_code > 0``, else the qform when ``qform_code > 0``, else ``pixdim``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -283,6 +284,52 @@ def _write_nifti1(path: str, arr: np.ndarray, affine: np.ndarray, label_map: boo
 
 #: Files at least this large are written through a memory map (:func:`_write_mapped`).
 _MAPPED_WRITE_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def mapped_nifti1(path: str | os.PathLike[str], geometry: ImageGeometry, dtype: Any, *, label_map: bool = False,
+                  description: str = "") -> Iterator[Optional[np.ndarray]]:
+    """A new uncompressed NIfTI-1 file at ``path`` whose voxels are the yielded ``[k, j, i]``
+    array (zeros at first, memory-mapped): what the caller writes into it is the file's content,
+    with no array in memory and no copy (a 46 MB labelmap painted this way saves allocating and
+    copying it). The file appears at ``path`` only when the block ends without an exception.
+    Yields None where the file system cannot preallocate; the caller then uses :func:`write_nifti`."""
+    import mmap
+
+    p = os.fspath(path)
+    if not p.lower().endswith(".nii"):
+        raise InputError("a memory-mapped NIfTI file name must end with .nii", file=p)
+    dt = np.dtype(dtype).newbyteorder("<")
+    k, j, i = geometry.array_shape
+    header = nifti1_header((i, j, k), dt, geometry.ijk_to_ras_matrix(), label_map, description)
+    size = len(header) + k * j * i * dt.itemsize
+    try:
+        with atomic_path(p) as tmp:
+            fd = os.open(os.fspath(tmp), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except (AttributeError, OSError):
+                    raise _NoPreallocation from None
+                mapped = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+            mapped[: len(header)] = header
+            voxels = np.frombuffer(mapped, dtype=dt, offset=len(header)).reshape(k, j, i)
+            try:
+                yield voxels
+            finally:
+                del voxels
+                # A caller still holding the array keeps the map open until it lets go (closing
+                # would raise BufferError); the pages are the file's either way.
+                with contextlib.suppress(BufferError):
+                    mapped.close()
+    except _NoPreallocation:  # the temporary file is gone (atomic_path); nothing was yielded yet
+        yield None
+
+
+class _NoPreallocation(Exception):
+    pass
 
 
 def _write_mapped(path: str, header: bytes, data: np.ndarray) -> bool:

@@ -240,19 +240,28 @@ class RoiSet:
         self.label_set = label_set
         assign_label_values(self.rois, label_set, self.problems)
 
-    def labelmap(self) -> np.ndarray:
-        """A ``[k, j, i]`` labelmap of the mask ROIs with their ``label_value`` (uint8 or uint16).
+    def labelmap_dtype(self) -> np.dtype:
+        """uint8 when every label value fits, else uint16 (what :meth:`labelmap` returns)."""
+        if any(r.label_value is None for r in self.rois if r.mask is not None):
+            assign_label_values(self.rois, self.label_set, self.problems)
+        top = max((int(r.label_value) for r in self.rois if r.mask is not None and r.label_value is not None),
+                  default=0)
+        return np.dtype(np.uint8 if top < 256 else np.uint16)
+
+    def labelmap(self, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """A ``[k, j, i]`` labelmap of the mask ROIs with their ``label_value`` (uint8 or uint16),
+        painted into ``out`` when given (zeros, of :meth:`labelmap_dtype`: a memory-mapped file).
 
         Larger ROIs are painted first so that smaller ones stay visible where they overlap (a body
         contour holds every organ); each ROI's ``labelmap_voxel_count`` says how much of it the
         labelmap shows and an ``OVERLAP_IN_LABELMAP`` warning names what hides the rest.
         """
-        if any(r.label_value is None for r in self.rois if r.mask is not None):
-            assign_label_values(self.rois, self.label_set, self.problems)
+        dtype = self.labelmap_dtype()
         masks = [r for r in self.rois if r.mask is not None and r.label_value is not None]
-        top = max((int(r.label_value) for r in masks), default=0)  # type: ignore[arg-type]
-        dtype = np.uint8 if top < 256 else np.uint16
-        out = np.zeros(self.geometry.array_shape, dtype=dtype)
+        if out is None:
+            out = np.zeros(self.geometry.array_shape, dtype=dtype)
+        elif out.shape != self.geometry.array_shape or out.dtype.newbyteorder("=") != dtype:
+            raise ValueError(f"labelmap target {out.shape} {out.dtype} is not {self.geometry.array_shape} {dtype}")
         order = sorted(masks, key=lambda r: (-r.voxel_count(), r.number))
         # Two slabs of slices painted by two threads (numpy releases the GIL while copying and
         # counting): 0.08 s -> 0.045 s on the 13 ROIs of the benchmark CT.
