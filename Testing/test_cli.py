@@ -247,6 +247,24 @@ def test_parser_of_one_command_is_the_full_parsers_subparser() -> None:
     assert set(subparsers(build_parser("no-such-command"))) == set(full)
 
 
+def test_console_entry_point_uses_one_blas_thread_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``mmanno`` script (``cli.run``) defaults OPENBLAS_NUM_THREADS to 1 (start-up time, and a
+    fork-safe ``rtss import``) and keeps a value the user set."""
+    from MultiModalAnnotationLib import cli
+
+    seen: List[str] = []
+    monkeypatch.setattr(cli, "main", lambda argv=None: seen.append(os.environ["OPENBLAS_NUM_THREADS"]) or 0)
+    for preset in (None, "4"):
+        if preset is None:
+            monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OPENBLAS_NUM_THREADS", preset)
+        with pytest.raises(SystemExit) as stop:
+            cli.run()
+        assert stop.value.code == 0
+    assert seen == ["1", "4"]
+
+
 def test_console_script_runs(samples: Dict[str, Path]) -> None:
     exe = Path(sys.executable).with_name("mmanno")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "MultiModalAnnotationLib.cli"]
