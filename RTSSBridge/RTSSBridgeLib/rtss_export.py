@@ -28,7 +28,7 @@ import datetime as _dt
 import os
 import struct
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
@@ -132,8 +132,11 @@ def ds_fields(values: np.ndarray) -> np.ndarray:
     """Coordinates as fixed-width DS text, one row per value ending in a backslash: ``uint8 (n, w)``.
 
     Fixed point with :data:`COORDINATE_DECIMALS` decimals, right-aligned with leading spaces (PS3.5
-    allows them in DS; at most 16 characters). Built digit by digit with numpy: printf formatting in
-    Python took 0.43 s for the 1.35 million coordinates of the benchmark structure set, this 0.03 s.
+    allows them in DS; at most 16 characters). Built with numpy, not printf: Python formatting
+    took 0.43 s for the 1.36 million coordinates of the benchmark structure set. Below 10 000 mm
+    (every patient coordinate in practice) the integer part with its sign and the 4 decimals are
+    looked up in tables of all 10 000 values (0.02 s there); larger values are built digit by
+    digit (0.13 s there).
     """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if flat.size and not np.all(np.isfinite(flat)):
@@ -146,6 +149,17 @@ def ds_fields(values: np.ndarray) -> np.ndarray:
     whole, fraction = np.divmod(quanta, scale)
     n_int = max(1, len(str(int(whole.max())))) if flat.size else 1
     width = 1 + n_int + 1 + COORDINATE_DECIMALS + 1  # sign, integer digits, point, decimals, separator
+    negative = (flat < 0) & (quanta > 0)
+    if n_int <= _TABLE_DIGITS:
+        integers, decimals = _ds_tables()
+        out = np.empty((flat.size, width), dtype=np.uint8)
+        signed = integers[negative.astype(np.int64) * scale + whole].view(np.uint8).reshape(-1, 8)
+        out[:, : n_int + 1] = signed[:, 8 - (n_int + 1):]
+        out[:, n_int + 1] = ord(".")
+        out[:, n_int + 2: n_int + 2 + COORDINATE_DECIMALS] = decimals[fraction].view(np.uint8).reshape(
+            -1, COORDINATE_DECIMALS)
+        out[:, -1] = ord("\\")
+        return out
     out = np.full((flat.size, width), ord(" "), dtype=np.uint8)
     digits_used = np.ones(flat.size, dtype=np.int64)
     for position in range(n_int):  # integer digits from the right; leading zeros stay spaces
@@ -154,7 +168,6 @@ def ds_fields(values: np.ndarray) -> np.ndarray:
         show = (whole >= 10 ** position) | (position == 0)
         out[show, column] = (ord("0") + digit[show]).astype(np.uint8)
         digits_used = np.where(whole >= 10 ** position, position + 1, digits_used)
-    negative = (flat < 0) & (quanta > 0)
     rows = np.nonzero(negative)[0]
     out[rows, n_int - digits_used[rows]] = ord("-")
     out[:, n_int + 1] = ord(".")
@@ -162,6 +175,25 @@ def ds_fields(values: np.ndarray) -> np.ndarray:
         out[:, n_int + 2 + position] = ord("0") + (fraction // 10 ** (COORDINATE_DECIMALS - 1 - position)) % 10
     out[:, -1] = ord("\\")
     return out
+
+
+#: Integer parts up to this many digits are formatted from a table (COORDINATE_DECIMALS digits: one
+#: table of 2 x 10 000 entries serves the integer part and the decimals).
+_TABLE_DIGITS = COORDINATE_DECIMALS
+_TABLES: List[np.ndarray] = []
+
+
+def _ds_tables() -> Tuple[np.ndarray, np.ndarray]:
+    """``integers[s * 10**4 + w]``: 8 bytes, ``w`` right-aligned with ``-`` before it when ``s``;
+    ``decimals[f]``: ``f`` as 4 digits with leading zeros (both as fixed-width byte strings)."""
+    if not _TABLES:
+        n = 10 ** _TABLE_DIGITS
+        integers = [str(w).rjust(8).encode("ascii") for w in range(n)]
+        integers += [f"-{w}".rjust(8).encode("ascii") for w in range(n)]
+        _TABLES.append(np.array(integers, dtype="S8"))
+        _TABLES.append(np.array([str(f).zfill(COORDINATE_DECIMALS).encode("ascii") for f in range(n)],
+                                dtype=f"S{COORDINATE_DECIMALS}"))
+    return _TABLES[0], _TABLES[1]
 
 
 def format_coordinates(values: np.ndarray) -> bytes:
