@@ -36,6 +36,7 @@ import numpy as np
 
 from .roi import RoiMask
 
+
 @dataclass(frozen=True)
 class Polygon:
     """One closed planar polygon on slice ``k``: ``points`` is ``(n, 2)`` continuous ``(i, j)``."""
