@@ -443,3 +443,107 @@ def test_meta_says_implicit_but_body_is_explicit(tmp_path: Path) -> None:
         write_dataset(body, ds)
         (out / f.name).write_bytes(head.getvalue() + body.getvalue())
     np.testing.assert_array_equal(read_volume(only(out)).voxels, reference)
+
+
+# --------------------------------------------------------------------------- header reader without pydicom
+def _scan_with_pydicom_only(root: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    from RTSSBridgeLib import dicom_series
+
+    with monkeypatch.context() as m:
+        m.setattr(dicom_series, "_read_header_raw", lambda path: None)
+        return scan_dicom(root)
+
+
+def _scan_view(scan: object) -> list:
+    return [(s.summary(), [(f.path, f.frame_index, f.sop_instance_uid, f.instance_number, f.position, f.orientation,
+                            f.pixel_spacing, f.slice_thickness, f.slope, f.intercept, f.fmt, f.pixels, f.split_keys,
+                            f.n_frames_in_file, f.fallback_spacing) for f in s.frames])
+            for s in scan.series] + [sorted(p.to_dict()["message"] for p in scan.problems)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("ct-chest", {}), ("ct-chest", {"oblique": True, "drop_slice": 5, "duplicate_slice": 9}),
+    ("mr-brain-mets", {}), ("pet-ct", {}), ("us-thyroid", {}), ("xray-ra", {}),
+])
+def test_raw_header_reader_matches_pydicom(sample_case, kind: str, options: dict,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """R-6.3: the header pass that reads plain single-frame files from their bytes (no pydicom)
+    finds exactly the series, frames, pixel locations and problems pydicom's path finds."""
+    from RTSSBridgeLib import dicom_series
+
+    case = sample_case(kind, **options)
+    root = str(case.root / "dicom")
+    used: List[str] = []
+    real = dicom_series._read_header_raw
+
+    def counting(path: str) -> object:
+        got = real(path)
+        if got is not None:
+            used.append(path)
+        return got
+
+    monkeypatch.setattr(dicom_series, "_read_header_raw", counting)
+    fast = scan_dicom(root)
+    monkeypatch.setattr(dicom_series, "_read_header_raw", real)
+    assert _scan_view(fast) == _scan_view(_scan_with_pydicom_only(root, monkeypatch))
+    if kind in ("ct-chest", "mr-brain-mets", "pet-ct"):
+        assert len(used) >= sum(len(s.frames) for s in fast.series)  # every slice took the fast path
+
+
+def _ct_slice(tmp_path: Path, syntax: str, **elements: object) -> Path:
+    g = ImageGeometry(shape=(4, 3, 1), spacing_mm=(0.5, 0.7, 2.0), origin_lps=(-10.0, 20.0, 30.0),
+                      direction=tuple(map(tuple, rotation(10, 20, 30))))
+    files = write_volume_series(tmp_path / "in", g, phantom(g), "CT")
+    ds = pydicom.dcmread(files[0])
+    ds.file_meta.TransferSyntaxUID = syntax
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    out = tmp_path / "slice.dcm"
+    save_dataset(ds, out)
+    return out
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_raw_header_reader_character_sets_and_sequences(tmp_path: Path, syntax: str) -> None:
+    """R-6.3: a GB18030 series description and undefined-length sequences are read from the bytes
+    as pydicom reads them; an ISO 2022 character set is left to pydicom."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    from RTSSBridgeLib.dicom_series import _read_header, _read_header_raw, _str
+
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    path = _ct_slice(tmp_path, syntax, SpecificCharacterSet="GB18030", SeriesDescription="胸部 平扫 CT",
+                     ReferencedImageSequence=DicomSequence([item]))
+    ds = pydicom.dcmread(path)
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    for it in ds.ReferencedImageSequence:
+        it.is_undefined_length_sequence_item = True
+    save_dataset(ds, path)
+    raw = _read_header_raw(str(path))
+    assert raw is not None and _str(raw.dataset, "SeriesDescription") == "胸部 平扫 CT"
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    save_dataset(ds, path)
+    assert _read_header_raw(str(path)) is None
+    problems: list = []
+    header = _read_header(str(path), problems)
+    assert header is not None and not problems  # read by pydicom instead
+
+
+def test_raw_header_reader_leaves_defects_to_pydicom(tmp_path: Path) -> None:
+    """R-7.2: truncated or non-Part-10 bytes are never guessed at: the raw reader declines and the
+    pydicom path reports the defect as before."""
+    from RTSSBridgeLib.dicom_series import _read_header_raw
+
+    path = _ct_slice(tmp_path, ExplicitVRLittleEndian)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:400])
+    assert _read_header_raw(str(cut)) is None
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(data[132:])
+    assert _read_header_raw(str(bare)) is None
+    scan = scan_dicom(str(tmp_path / "cut.dcm"))
+    assert not scan.series and scan.problems

@@ -430,7 +430,7 @@ def test_fast_reader_reads_exactly_what_pydicom_reads(testdata: Path, series, tm
     """The byte-level ROI Contour Sequence reader (defined and undefined lengths, implicit and
     explicit VR) gives the same ROIs, contours, points and problems as reading with pydicom."""
     from RTSSBridgeLib import rtss_import
-    from RTSSBridgeLib.rtss_reader import read_fast
+    from RTSSBridgeLib.rtss_reader import read_fast, read_raw
 
     _folder, grid = _grid(series)
     ours = write_rtss(tmp_path / "ours.dcm", grid, [
@@ -441,17 +441,44 @@ def test_fast_reader_reads_exactly_what_pydicom_reads(testdata: Path, series, tm
              if pydicom.dcmread(p, stop_before_pixels=True).get("Modality") == "RTSTRUCT"] + [ours]
     for path in files:
         assert read_fast(str(path)) is not None, path.name
-        fast = read_structure_set(path)
+        assert read_raw(str(path)) is not None, path.name
+        raw = read_structure_set(path)
         with monkeypatch.context() as patch:
+            patch.setattr(rtss_import, "read_raw", lambda _p: None)
+            fast = read_structure_set(path)
             patch.setattr(rtss_import, "read_fast", lambda _p: None)
             slow = read_structure_set(path)
-        assert _records(fast) == _records(slow), path.name
-        assert [p.to_dict() for p in fast.problems] == [p.to_dict() for p in slow.problems]
-        assert fast.info() == slow.info()
+        for other in (fast, raw):
+            assert _records(other) == _records(slow), path.name
+            assert [p.to_dict() for p in other.problems] == [p.to_dict() for p in slow.problems]
+            assert other.info() == slow.info()
+
+
+@pytest.mark.parametrize("charset,raw_reads", [("GB18030", True), ("ISO_IR 192", True),
+                                               (["", "ISO 2022 IR 58"], False)])
+def test_raw_reader_decodes_chinese_roi_names_like_pydicom(series, tmp_path: Path, charset: object,  # type: ignore[no-untyped-def]
+                                                           raw_reads: bool) -> None:
+    """R-5.7, R-8.2: ROI names in Chinese are decoded with the file's Specific Character Set by the
+    pydicom-free reader; a set it does not cover (ISO 2022 code extensions) goes to pydicom."""
+    from RTSSBridgeLib.rtss_reader import read_raw
+
+    _folder, grid = _grid(series)
+    path = write_rtss(tmp_path / "rt.dcm", grid, [RoiSpec(1, "A", [ContourSpec(square_ijk(grid, 2, 1, 1, 3, 3))]),
+                                                  RoiSpec(2, "B", [ContourSpec(square_ijk(grid, 3, 1, 1, 3, 3))])])
+    ds = pydicom.dcmread(path)
+    ds.SpecificCharacterSet = charset
+    ds.StructureSetROISequence[0].ROIName = "肝脏 肿瘤"
+    ds.StructureSetROISequence[1].ROIName = "左肺 结节"
+    ds.save_as(path)
+    assert (read_raw(str(path)) is not None) == raw_reads
+    expected = [str(i.ROIName) for i in pydicom.dcmread(path).StructureSetROISequence]
+    assert [r.name for r in read_structure_set(path).rois] == expected
+    if raw_reads:
+        assert expected == ["肝脏 肿瘤", "左肺 结节"]
 
 
 def test_fast_reader_declines_what_it_does_not_handle(tmp_path: Path, series) -> None:  # type: ignore[no-untyped-def]
-    from RTSSBridgeLib.rtss_reader import read_fast
+    from RTSSBridgeLib.rtss_reader import read_fast, read_raw
 
     _folder, grid = _grid(series)
     path = write_rtss(tmp_path / "rt.dcm", grid, [RoiSpec(1, "A", [ContourSpec(square_ijk(grid, 2, 1, 1, 3, 3))])])
@@ -460,6 +487,8 @@ def test_fast_reader_declines_what_it_does_not_handle(tmp_path: Path, series) ->
     (tmp_path / "broken.dcm").write_bytes(bytes(data))
     assert read_fast(str(tmp_path / "broken.dcm")) is None
     assert read_fast(str(tmp_path / "missing.dcm")) is None
+    assert read_raw(str(tmp_path / "broken.dcm")) is None
+    assert read_raw(str(tmp_path / "missing.dcm")) is None
     broken = read_structure_set(tmp_path / "broken.dcm")  # pydicom's path reads the rest and says what is lost
     assert [p.code for p in broken.problems] == [RoiProblemCode.UNREADABLE_ELEMENT]
     assert broken.problems[0].message.startswith("RTROIObservationsSequence (")

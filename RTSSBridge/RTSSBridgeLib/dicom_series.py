@@ -2,7 +2,9 @@
 
 Two passes, so that a folder can be inspected without reading any pixel:
 
-1. :func:`scan_dicom` reads every file's header only (pydicom, stopping before Pixel Data),
+1. :func:`scan_dicom` reads every file's header only, stopping before Pixel Data (common
+   little-endian single-frame files straight from the bytes with :mod:`RTSSBridgeLib.rawread`,
+   everything else with pydicom),
    groups files by SeriesInstanceUID, splits a series that mixes orientations, pixel spacings
    or image sizes, sorts slices by their position along the slice normal (never by
    InstanceNumber or file name), derives the :class:`~RTSSBridgeLib.geometry.ImageGeometry`
@@ -26,16 +28,17 @@ import dataclasses
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
+from . import rawread
 from .errors import DicomError, GeometryError
 from .geometry import ImageGeometry
 from .problems import Problem, ProblemCode, Severity
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 #: A gap between neighbouring slices larger than this many median spacings is a missing slice.
 GAP_FACTOR = 1.5
@@ -215,7 +218,7 @@ def _floats(value: Any, n: int) -> Optional[Tuple[float, ...]]:
     if value is None:
         return None
     try:
-        items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        items = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
         out = tuple(float(v) for v in items)
     except (TypeError, ValueError):
         return None
@@ -236,9 +239,11 @@ def _int_or_none(value: Any) -> Optional[int]:
         return None
 
 
-def _str(ds: Optional[Dataset], keyword: str) -> str:
+def _str(ds: Optional[Dataset | rawread.RawView], keyword: str) -> str:
     if ds is None:
         return ""
+    if isinstance(ds, rawread.RawView):
+        return ds.text(_TAG[keyword])
     value = ds.get(keyword, "")
     return "" if value is None else str(value).strip()
 
@@ -259,14 +264,19 @@ _TAG = {
     "PixelRepresentation": 0x00280103, "PlanarConfiguration": 0x00280006,
     "PhotometricInterpretation": 0x00280004, "StudyInstanceUID": 0x0020000D, "SOPClassUID": 0x00080016,
     "SeriesNumber": 0x00200011, "ImagerPixelSpacing": 0x00181164, "NominalScannedPixelSpacing": 0x00182010,
+    "SeriesDescription": 0x0008103E,
 }
 _US_TAGS = {0x00280010, 0x00280011, 0x00280002, 0x00280100, 0x00280101, 0x00280103, 0x00280006}
 
 
-def _fast(ds: Dataset, keyword: str) -> Any:
+def _fast(ds: Dataset | rawread.RawView, keyword: str) -> Any:
     """Value of an ASCII or US element from its raw bytes: a str (backslash-separated values
     kept), an int for US, None when absent or empty."""
     tag = _TAG[keyword]
+    if isinstance(ds, rawread.RawView):
+        if tag in _US_TAGS:
+            return ds.us(tag)
+        return ds.text(tag) or None
     try:
         elem = ds.get_item(tag)
     except (KeyError, TypeError):
@@ -285,19 +295,19 @@ def _fast(ds: Dataset, keyword: str) -> Any:
     value = ds.get(keyword)  # already converted, or not a raw element: the normal path
     if value is None:
         return None
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    if not isinstance(value, (str, bytes, int, float)):  # a multi-value
         return "\\".join(str(v) for v in value)
     return value if isinstance(value, int) else (str(value).strip() or None)
 
 
-def _fast_floats(ds: Dataset, keyword: str, n: int) -> Optional[Tuple[float, ...]]:
+def _fast_floats(ds: Dataset | rawread.RawView, keyword: str, n: int) -> Optional[Tuple[float, ...]]:
     value = _fast(ds, keyword)
     if value is None:
         return None
     return _floats(str(value).split("\\"), n)
 
 
-def _fast_str(ds: Dataset, keyword: str) -> str:
+def _fast_str(ds: Dataset | rawread.RawView, keyword: str) -> str:
     value = _fast(ds, keyword)
     return "" if value is None else str(value)
 
@@ -321,6 +331,8 @@ def _encoding(ds: Dataset) -> Tuple[bool, bool]:
 
 def transfer_syntax_name(uid: str) -> str:
     """Human name of a transfer syntax, with its UID."""
+    import pydicom
+
     name = pydicom.uid.UID(uid).name
     return f"{name} ({uid})" if name and name != uid else uid
 
@@ -329,6 +341,8 @@ def can_decode(transfer_syntax: str) -> bool:
     """True when pydicom has a working decoder for ``transfer_syntax`` in this environment."""
     if transfer_syntax in _NATIVE_SYNTAXES or transfer_syntax == _DEFLATED:
         return True
+    import pydicom
+
     try:  # pydicom >= 3
         from pydicom.pixels import get_decoder
 
@@ -387,7 +401,7 @@ def _locate_pixels(fp: Any, ds: Dataset, file_size: int) -> Tuple[Optional[Pixel
     return PixelLocation(ts, value_offset, length, little), None
 
 
-def _pixel_format(ds: Dataset) -> Optional[PixelFormat]:
+def _pixel_format(ds: Dataset | rawread.RawView) -> Optional[PixelFormat]:
     rows, columns, bits_allocated = (_fast(ds, k) for k in ("Rows", "Columns", "BitsAllocated"))
     if not isinstance(rows, int) or not isinstance(columns, int) or not isinstance(bits_allocated, int):
         return None
@@ -404,13 +418,15 @@ def _pixel_format(ds: Dataset) -> Optional[PixelFormat]:
     )
 
 
-def _projection_spacing(ds: Dataset) -> Optional[Tuple[float, float]]:
+def _projection_spacing(ds: Dataset | rawread.RawView) -> Optional[Tuple[float, float]]:
     """(row, column) spacing of a 2-D image without Pixel Spacing: Imager Pixel Spacing or the
     first ultrasound region calibrated in cm (PS3.3 C.8.5.5)."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         got = _fast_floats(ds, keyword, 2)
         if got and got[0] > 0 and got[1] > 0:
             return (got[0], got[1])
+    if isinstance(ds, rawread.RawView):  # the raw reader declines files with ultrasound regions
+        return None
     regions = ds.get("SequenceOfUltrasoundRegions") if 0x00186011 in ds else None
     if regions:
         for region in regions:
@@ -421,7 +437,7 @@ def _projection_spacing(ds: Dataset) -> Optional[Tuple[float, float]]:
     return None
 
 
-def _frames_of(ds: Dataset, path: str, pixels: PixelLocation, fmt: PixelFormat) -> List[Frame]:
+def _frames_of(ds: Dataset | rawread.RawView, path: str, pixels: PixelLocation, fmt: PixelFormat) -> List[Frame]:
     """Frame records of one file (one for single-frame objects)."""
     n_frames = _int_or_none(_fast(ds, "NumberOfFrames")) or 1
     thickness = _fast_floats(ds, "SliceThickness", 1)
@@ -444,6 +460,8 @@ def _frames_of(ds: Dataset, path: str, pixels: PixelLocation, fmt: PixelFormat) 
         n_frames_in_file=n_frames,
         fallback_spacing=None if pixel_spacing else _projection_spacing(ds),
     )
+    if isinstance(ds, rawread.RawView):  # the raw reader declines enhanced multi-frame files
+        return [dataclasses.replace(base, frame_index=index) for index in range(n_frames)]
     shared = _first_item(ds, "SharedFunctionalGroupsSequence") if 0x52009229 in ds else None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if 0x52009230 in ds else None
     if per_frame is None:  # single frame, or legacy multi-frame (US cine, NM...) sharing one geometry
@@ -483,7 +501,7 @@ def _frames_of(ds: Dataset, path: str, pixels: PixelLocation, fmt: PixelFormat) 
 @dataclass
 class _FileHeader:
     path: str
-    dataset: Dataset
+    dataset: Dataset | rawread.RawView
     frames: List[Frame]
 
 
@@ -500,7 +518,74 @@ def _looks_like_dicom(head: bytes) -> bool:
     return len(head) >= 8 and head[1] == 0 and head[0] in (0x02, 0x08) and head[3] == 0
 
 
+@dataclass(frozen=True)
+class _NonImage:
+    modality: str
+
+
+def _non_image(modality: str, path: str) -> Problem:
+    return Problem(ProblemCode.NON_IMAGE_OBJECT, Severity.INFO,
+                   f"{modality} object without pixel data (not an image); not loaded as a volume", (path,))
+
+
+def _read_header_raw(path: str) -> Optional[_FileHeader | _NonImage]:
+    """The header of a plain single-frame image read from its bytes (:mod:`rawread`); None when
+    the file needs pydicom - multi-frame and ultrasound objects, other encodings, any defect
+    (pydicom's path then reads it and reports what is wrong); :class:`_NonImage` for a readable
+    object without pixel data. Measured on the 177-file CT of
+    ``benchmarks/bench_rtss.py``: 0.05 ms per file, against 1.2 ms with ``dcmread``."""
+    try:
+        part = rawread.open_part10(path, stop_tag=0x7FE00008, head=4096)
+        if part is None:
+            return None
+        body = part.body
+        if 0x52009229 in body or 0x52009230 in body or 0x00186011 in body:
+            return None
+        buf, pos = body.buf, part.end
+        if pos >= len(buf):  # no pixel data: a structure set, a report, a presentation state...
+            modality = _fast(body, "Modality")
+            if not modality and not _fast(body, "SOPClassUID"):
+                return None  # empty or truncated: pydicom's path says which
+            return _NonImage(modality or "unknown modality")
+        if pos + 12 > len(buf):
+            return None
+        group, element, length = struct.unpack_from("<HHI", buf, pos)
+        if (group << 16) | element != rawread.PIXEL_DATA:
+            return None
+        if part.implicit:
+            value_offset = pos + 8
+        elif buf[pos + 4:pos + 6] in (b"OB", b"OW") and buf[pos + 6:pos + 8] == b"\0\0":
+            length, value_offset = struct.unpack_from("<I", buf, pos + 8)[0], pos + 12
+        else:
+            return None
+        if length == _UNDEFINED_LENGTH or value_offset + length > part.file_size:
+            return None
+        fmt = _pixel_format(body)
+        if fmt is None or fmt.bits_allocated not in (8, 16, 32):
+            return None
+        if (_int_or_none(_fast(body, "NumberOfFrames")) or 1) != 1:
+            return None
+        if fmt.rows * fmt.columns * fmt.samples_per_pixel * fmt.bits_allocated // 8 > length:
+            return None
+        for keyword in ("SeriesInstanceUID", "FrameOfReferenceUID", "Modality", "StudyInstanceUID",
+                        "SeriesDescription", "SOPClassUID", "SeriesNumber"):
+            _fast(body, keyword)  # decode now: a value the codec refuses sends the file to pydicom
+        location = PixelLocation(part.transfer_syntax, value_offset, length, True)
+        return _FileHeader(path, body, _frames_of(body, path, location, fmt))
+    except (rawread.Unreadable, OSError, struct.error, ValueError):
+        return None
+
+
 def _read_header(path: str, problems: List[Problem]) -> Optional[_FileHeader]:
+    fast = _read_header_raw(path)
+    if isinstance(fast, _NonImage):
+        problems.append(_non_image(fast.modality, path))
+        return None
+    if fast is not None:
+        return fast
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         with open(path, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
@@ -534,10 +619,7 @@ def _read_header(path: str, problems: List[Problem]) -> Optional[_FileHeader]:
                                 (path,)))
         return None
     if location is None:
-        modality = _fast_str(ds, "Modality") or "unknown modality"
-        problems.append(Problem(ProblemCode.NON_IMAGE_OBJECT, Severity.INFO,
-                                f"{modality} object without pixel data (not an image); not loaded as a volume",
-                                (path,)))
+        problems.append(_non_image(_fast_str(ds, "Modality") or "unknown modality", path))
         return None
     fmt = _pixel_format(ds)
     if fmt is None:
@@ -760,7 +842,7 @@ def _build_series(uid: str, headers: List[_FileHeader]) -> List[DicomSeries]:
             study_uid=_str(first, "StudyInstanceUID"),
             frame_of_reference_uid=_str(first, "FrameOfReferenceUID"),
             series_description=_str(first, "SeriesDescription"),
-            series_number=_int_or_none(first.get("SeriesNumber")),
+            series_number=_int_or_none(_fast(first, "SeriesNumber")),
             frames=sorted_frames, geometry=geometry, problems=problems,
             sop_class_uid=_str(first, "SOPClassUID"), uniform=uniform,
         ))
@@ -1038,6 +1120,8 @@ def _store(target: np.ndarray, raw: np.ndarray, frame: Frame, fmt: PixelFormat) 
 
 
 def _decode_file(path: str, transfer_syntax: str) -> np.ndarray:
+    import pydicom
+
     try:
         ds = pydicom.dcmread(path, force=True)
         return np.asarray(ds.pixel_array)

@@ -82,6 +82,14 @@ def _matrix_from_columns(columns: np.ndarray) -> Matrix3:
     return (tuple(rows[0]), tuple(rows[1]), tuple(rows[2]))
 
 
+
+def _apply_3x3(m: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``p @ m.T`` for points ``(..., 3)`` as three multiply-adds per row, without BLAS: on many
+    points (an RTSS import maps 450 000) the BLAS call paid its thread pool's start-up, and on a
+    busy 2-core machine its spinning threads took 0.15 s instead of 0.005 s."""
+    return p[..., 0:1] * m[:, 0] + p[..., 1:2] * m[:, 1] + p[..., 2:3] * m[:, 2]
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """Shape, spacing (mm), origin (LPS, mm) and direction of a voxel grid.
@@ -186,7 +194,7 @@ class ImageGeometry:
         p = np.asarray(ijk, dtype=np.float64)
         if p.shape[-1:] != (3,):
             raise GeometryError(f"indices must have a last axis of length 3, got shape {p.shape}", field="ijk")
-        return p @ self._linear_lps().T + np.asarray(self.origin_lps)
+        return _apply_3x3(self._linear_lps(), p) + np.asarray(self.origin_lps)
 
     def lps_to_ijk(self, lps: Any) -> np.ndarray:
         """Map LPS mm points ``(..., 3)`` to continuous voxel indices (i, j, k)."""
@@ -194,7 +202,7 @@ class ImageGeometry:
         if p.shape[-1:] != (3,):
             raise GeometryError(f"points must have a last axis of length 3, got shape {p.shape}", field="lps")
         inv = np.linalg.inv(self._linear_lps())
-        return (p - np.asarray(self.origin_lps)) @ inv.T
+        return _apply_3x3(inv, p - np.asarray(self.origin_lps))
 
     def ijk_to_ras(self, ijk: Any) -> np.ndarray:
         return lps_to_ras(self.ijk_to_lps(ijk))

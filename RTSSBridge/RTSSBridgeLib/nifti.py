@@ -10,17 +10,24 @@ from then on NIfTI -> geometry -> NIfTI is bit-identical. NIfTI-2 (``nifti2=True
 float64 and round-trips a geometry exactly; SimpleITK 2.5 and many tools cannot read it, so
 NIfTI-1 is the default.
 
+Writing: uncompressed NIfTI-1 (``.nii``) files are written by :func:`_write_nifti1` from the
+header fields directly, without nibabel: importing nibabel takes 0.17 s here (it pulls in
+pydicom), a third of a whole RT Structure Set import. Tests check that nibabel reads such a file
+with the same affine (sform bit-identical, qform within 1e-6 mm), data and header fields as a file
+nibabel wrote. ``.nii.gz`` and NIfTI-2 are written by nibabel.
+
 Which transform is used on read (the NIfTI-1 standard's method 3, then 2, then 1): the sform
 when ``sform_code > 0``, else the qform when ``qform_code > 0``, else ``pixdim`` alone (reported).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-import nibabel as nib
 import numpy as np
 
 from .errors import InputError
@@ -118,6 +125,8 @@ def read_nifti_geometry(path: str | os.PathLike[str]) -> ImageGeometry:
 def _load(path: str) -> Any:
     if not os.path.isfile(path):
         raise InputError("no such file", file=path)
+    import nibabel as nib
+
     try:
         return nib.load(path)
     except Exception as exc:  # nibabel raises several types for corrupt headers
@@ -145,7 +154,7 @@ def read_nifti(path: str | os.PathLike[str]) -> NiftiImage:
     voxels = np.ascontiguousarray(data.transpose(2, 1, 0))
     hdr = img.header
     header = {
-        "format": "nifti2" if isinstance(img, nib.Nifti2Image) else "nifti1",
+        "format": "nifti2" if int(hdr["sizeof_hdr"]) == 540 else "nifti1",
         "sform_code": _XFORM_NAMES.get(int(hdr["sform_code"]), str(int(hdr["sform_code"]))),
         "qform_code": _XFORM_NAMES.get(int(hdr["qform_code"]), str(int(hdr["qform_code"]))),
         "intent_code": int(hdr["intent_code"]),
@@ -178,8 +187,14 @@ def write_nifti(
                          f"[k, j, i] = {list(geometry.array_shape)}", file=p, field="voxels")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
-    data = arr.transpose(2, 1, 0) if arr.ndim == 3 else arr.transpose(2, 1, 0, 3)
     affine = geometry.ijk_to_ras_matrix()
+    if not nifti2 and arr.ndim == 3 and not p.lower().endswith(".gz") and arr.dtype.newbyteorder("<") in _DATATYPES:
+        with atomic_path(p) as tmp:
+            _write_nifti1(os.fspath(tmp), arr, affine, label_map, description)
+        return p
+    import nibabel as nib
+
+    data = arr.transpose(2, 1, 0) if arr.ndim == 3 else arr.transpose(2, 1, 0, 3)
     klass = nib.Nifti2Image if nifti2 else nib.Nifti1Image
     img = klass(data, affine)
     img.set_sform(affine, code=1)
@@ -192,6 +207,75 @@ def write_nifti(
     with atomic_path(p) as tmp:
         nib.save(img, os.fspath(tmp))
     return p
+
+
+#: numpy dtype -> (NIfTI datatype code, bits per voxel) written by :func:`_write_nifti1`.
+_DATATYPES = {np.dtype(k): v for k, v in {
+    "u1": (2, 8), "<i2": (4, 16), "<i4": (8, 32), "<f4": (16, 32), "<f8": (64, 64), "i1": (256, 8),
+    "<u2": (512, 16), "<u4": (768, 32), "<i8": (1024, 64), "<u8": (1280, 64)}.items()}
+
+
+def _quaternion(rotation: np.ndarray) -> Tuple[float, float, float, float]:
+    """Unit quaternion (w, x, y, z) with w >= 0 of a proper rotation matrix (Shepperd's method:
+    the largest of the four squared components is computed first, for accuracy)."""
+    r = rotation
+    trace = r[0, 0] + r[1, 1] + r[2, 2]
+    if trace > 0:
+        k = 2.0 * math.sqrt(trace + 1.0)
+        q = (0.25 * k, (r[2, 1] - r[1, 2]) / k, (r[0, 2] - r[2, 0]) / k, (r[1, 0] - r[0, 1]) / k)
+    elif r[0, 0] >= r[1, 1] and r[0, 0] >= r[2, 2]:
+        k = 2.0 * math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = ((r[2, 1] - r[1, 2]) / k, 0.25 * k, (r[0, 1] + r[1, 0]) / k, (r[0, 2] + r[2, 0]) / k)
+    elif r[1, 1] >= r[2, 2]:
+        k = 2.0 * math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
+        q = ((r[0, 2] - r[2, 0]) / k, (r[0, 1] + r[1, 0]) / k, 0.25 * k, (r[1, 2] + r[2, 1]) / k)
+    else:
+        k = 2.0 * math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
+        q = ((r[1, 0] - r[0, 1]) / k, (r[0, 2] + r[2, 0]) / k, (r[1, 2] + r[2, 1]) / k, 0.25 * k)
+    norm = math.sqrt(sum(v * v for v in q))
+    w, x, y, z = (v / norm for v in q)
+    return (w, x, y, z) if w >= 0 else (-w, -x, -y, -z)
+
+
+def nifti1_header(shape: Tuple[int, int, int], dtype: np.dtype, affine: np.ndarray, label_map: bool,
+                  description: str) -> bytes:
+    """The 348-byte NIfTI-1 header plus the 4-byte empty extension flag for a 3-D image
+    (``shape`` = (ni, nj, nk)): sform and qform (both code 1, scanner) from ``affine``, units mm,
+    no scaling (scl_slope 1, scl_inter 0, as nibabel writes them), data at byte 352."""
+    datatype, bitpix = _DATATYPES[np.dtype(dtype).newbyteorder("<")]
+    a = np.asarray(affine, dtype=np.float64)
+    m = a[:3, :3]
+    zooms = np.sqrt((m * m).sum(axis=0))
+    rotation = m / zooms
+    qfac = 1.0
+    if np.linalg.det(rotation) < 0:  # a left-handed grid: NIfTI keeps the flip of k in pixdim[0]
+        qfac = -1.0
+        rotation = rotation.copy()
+        rotation[:, 2] *= -1
+    _w, qb, qc, qd = _quaternion(rotation)
+    pixdim = (qfac, float(zooms[0]), float(zooms[1]), float(zooms[2]), 1.0, 1.0, 1.0, 1.0)
+    head = struct.pack(
+        "<i10s18sihcb8h3fhhhh8ffffhcbffffii80s24shh6f4f4f4f16s4s",
+        348, b"", b"", 0, 0, b"\0", 0,
+        3, shape[0], shape[1], shape[2], 1, 1, 1, 1,
+        0.0, 0.0, 0.0, NIFTI_INTENT_LABEL if label_map else 0, datatype, bitpix, 0,
+        *pixdim, 352.0, 1.0, 0.0, 0, b"\0", 2, 0.0, 0.0, 0.0, 0.0, 0, 0,
+        description.encode("ascii", "replace")[:79], b"", 1, 1,
+        qb, qc, qd, float(a[0, 3]), float(a[1, 3]), float(a[2, 3]),
+        *(float(v) for v in a[0]), *(float(v) for v in a[1]), *(float(v) for v in a[2]),
+        b"", b"n+1\0")
+    assert len(head) == 348
+    return head + b"\0\0\0\0"
+
+
+def _write_nifti1(path: str, arr: np.ndarray, affine: np.ndarray, label_map: bool, description: str) -> None:
+    """Header, then the ``[k, j, i]`` array's bytes: C order of ``[k, j, i]`` is NIfTI's Fortran
+    order of ``[i, j, k]``, so a contiguous little-endian array is written without a copy."""
+    k, j, i = arr.shape
+    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    with open(path, "wb") as fp:
+        fp.write(nifti1_header((i, j, k), data.dtype, affine, label_map, description))
+        fp.write(data.data.cast("B"))
 
 
 def nifti_affine(geometry: ImageGeometry) -> np.ndarray:

@@ -6,8 +6,10 @@ Steps, each reporting what it meets as :class:`~RTSSBridgeLib.roi.RoiProblem` (n
    interpreted type, identification code), their contours and the references. The ROI Contour
    Sequence is walked on the raw bytes (:mod:`RTSSBridgeLib.rtss_reader`) and coordinates are
    parsed by numpy (pydicom's per-item datasets and per-value ``DSfloat`` took 0.65 s of a 1.2 s
-   import on the benchmark's 450 000 points); everything else is read by pydicom, which also reads
-   the whole file when the fast path does not apply.
+   import on the benchmark's 450 000 points); the other elements the import uses are read from the
+   bytes too when the file is little endian in a character set :mod:`RTSSBridgeLib.rawread`
+   decodes (no pydicom import at all), else by pydicom, which also reads the whole file when
+   neither fast path applies.
 2. :func:`choose_series` picks the image series of a scanned folder: the referenced series; else
    the series holding the contours' referenced images; else the one with the structure set's
    Frame of Reference (reported); else the only series there is (reported as an error).
@@ -37,20 +39,20 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from .contours import rasterise_arrays
 from .errors import InputError
 from .labels import Code, LabelSet
 from .problems import Severity
 from .roi import RoiMask, RoiProblem, RoiProblemCode, problem
-from .rtss_reader import RawContour, RawRoiContour, read_fast
+from .rtss_reader import RawContour, RawRoiContour, read_fast, read_raw
 from .structures import ReferenceGrid, Roi, RoiSet
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 RTSTRUCT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 #: A contour whose plane is within this distance (mm) of a slice's plane lies on that slice. Real
@@ -192,6 +194,8 @@ def _contour_points(contour: RawContour) -> Tuple[np.ndarray, str]:
 
 def _raw_contours(ds: Dataset, lost: List[str]) -> List[RawRoiContour]:
     """The ROI Contour Sequence of a dataset pydicom has read, in the fast reader's form."""
+    import pydicom
+
     out = []
     for item in _sequence(ds, "ROIContourSequence", lost):
         color = item.get("ROIDisplayColor") if "ROIDisplayColor" in item else None
@@ -243,10 +247,15 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSetFile:
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise InputError("no such file", file=p)
-    fast = read_fast(p)
+    ds: Any
+    raw = read_raw(p)
+    fast = read_fast(p) if raw is None else raw
     if fast is not None:
         ds, contour_items = fast
     else:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
         try:
             ds = pydicom.dcmread(p, force=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError) as exc:
