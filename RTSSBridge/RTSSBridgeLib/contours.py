@@ -265,11 +265,15 @@ def _split_pinches(loop_k: np.ndarray, offsets: np.ndarray, points: np.ndarray, 
             pieces.append(np.arange(a, b))
             continue
         for part in _split_sequence(list(range(a, b)), vertex):
+            piece = np.asarray(part, dtype=np.int64)
             new_k.append(int(loop_k[n]))
-            pieces.append(np.asarray(part, dtype=np.int64))
+            pieces.append(np.roll(piece, -int(np.argmin(vertex[piece]))))  # from its raster-first corner
+    # Loops in the order of their first corners (vertex numbers run in raster order, slice first).
+    order = np.argsort([int(vertex[piece[0]]) for piece in pieces], kind="stable")
+    pieces = [pieces[i] for i in order]
     index = np.concatenate(pieces)
     sizes = np.array([len(piece) for piece in pieces])
-    return TracedLoops(k=np.asarray(new_k, dtype=np.int64), offsets=np.concatenate([[0], np.cumsum(sizes)]),
+    return TracedLoops(k=np.asarray(new_k, dtype=np.int64)[order], offsets=np.concatenate([[0], np.cumsum(sizes)]),
                        points=points[index])
 
 
