@@ -115,7 +115,7 @@ def _boundary_edges(full: np.ndarray) -> set:  # type: ignore[type-arg]
     """Directed unit edges (k, x0, y0, x1, y1) of every voxel boundary, foreground on the right
     (x right, y down), in corner coordinates of the full grid (voxel (j, i) spans [i, i+1] x [j, j+1])."""
     edges = set()
-    nk, nj, ni = full.shape
+    _nk, nj, ni = full.shape
 
     def at(k: int, j: int, i: int) -> bool:
         return 0 <= j < nj and 0 <= i < ni and bool(full[k, j, i])
