@@ -22,7 +22,10 @@ Measured: wall time of the whole process (what a user waits for), the operation 
 Python processes (imports excluded; plastimatch cannot be split), and the peak resident memory of
 the whole process (``wait4``), as medians over the repeats and as ratios to mmanno. Exactness is
 checked outside the timed runs: every import's masks and every export re-imported by mmanno are
-compared with the original masks (Dice per ROI).
+compared with the original masks (Dice per ROI). Extra untimed mmanno export runs time its stages
+inside the process (header scan, mask reading, tracing, DS formatting, writing). The timed
+processes use Python's bytecode caches, as an installed package does (the project is compiled
+first; ``PYTHONDONTWRITEBYTECODE`` is dropped for them).
 
 Usage: ``python benchmarks/bench_rtss.py [--slices 177] [--repeats 3] [--out benchmarks/results]``
 (the peers: ``pip install -r benchmarks/requirements-peers.txt``; Debian ``plastimatch`` and ``time``).

@@ -21,10 +21,14 @@ Tracing (:func:`trace`)
     centre only depends on the set of boundary edges, which is exactly the mask's boundary.
     Where two voxels touch only at a corner, the loops turn so that each keeps to its own voxel
     (4-connected foreground), so loops never cross each other. Straight runs are merged, so a loop
-    has one point per corner. The loops are found without a per-edge Python loop: directed
-    boundary edges are linked into a permutation (``next``), cycles are labelled by pointer jumping
-    and ordered by list ranking, all as numpy array operations. On the 11 ROIs of a
-    512 x 512 x 177 CT this is what makes export several times faster than plastimatch.
+    has one point per corner. The loops are built from their corners only, without a per-edge
+    Python loop: a corner is a vertex where one vertical boundary edge ends (1 or 3 of its 4
+    voxels inside) or a saddle (2 diagonal voxels inside, two passes); a straight run ends at the
+    next corner on its row (the next vertex in raster order) or column (the next in column order),
+    so linking is two sorted orders; the cycles are ordered by pointer jumping, with the steps to
+    each cycle's first corner counted on the way. On the 13 ROIs of the 512 x 512 x 177 benchmark
+    CT (1.03 million boundary edges, 454 000 corners) this takes 0.17 s; linking every edge, with
+    sorts over all edges, took 0.43-0.55 s.
 """
 
 from __future__ import annotations

@@ -20,6 +20,12 @@ Contours run along voxel boundaries (:func:`~RTSSBridgeLib.contours.trace`): imp
 (ours, plastimatch ``--xor-contours``, any centre-in-polygon even-odd reader) gives back exactly
 the exported mask - no half-voxel shrink, holes as inner contours, masks touching the image
 border and 1-voxel ROIs included. The tests check Dice 1.0 and ``dciodvfy`` (dicom3tools).
+
+Speed (``benchmarks/bench_rtss.py``: 13 mask files of a 512 x 512 x 177 CT, 2 596 contours,
+454 000 points): the whole ``mmanno rtss export`` process takes 0.75-0.95 s, 7.9x faster than
+plastimatch with 0.40x its peak memory. No pydicom, nibabel or jsonschema is imported on that path:
+masks are memory-mapped (:mod:`~RTSSBridgeLib.nifti`), headers read from their bytes
+(:mod:`~RTSSBridgeLib.rawread`) and this file is encoded here byte by byte.
 """
 
 from __future__ import annotations
@@ -168,8 +174,8 @@ def ds_fields(values: np.ndarray) -> np.ndarray:
     allows them in DS; at most 16 characters). Built with numpy, not printf: Python formatting
     took 0.43 s for the 1.36 million coordinates of the benchmark structure set. Below 10 000 mm
     (every patient coordinate in practice) the integer part with its sign and the 4 decimals are
-    looked up in tables of all 10 000 values (0.02 s there); larger values are built digit by
-    digit (0.13 s there).
+    looked up in tables of all 10 000 values (0.04-0.05 s there); larger values are built digit by
+    digit (0.14-0.16 s there).
     """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if flat.size and not np.all(np.isfinite(flat)):
