@@ -271,8 +271,11 @@ def _header_variant(grid: ReferenceGrid, folder: Path, variant: str) -> Referenc
     path = folder / "first.dcm"
     if variant == "implicit":
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
-        ds.save_as(path, implicit_vr=True, little_endian=True) if pydicom.__version__ >= "3" else ds.save_as(
-            path, write_like_original=False)
+        if pydicom.__version__ >= "3":
+            ds.save_as(path, implicit_vr=True, little_endian=True)
+        else:  # pydicom 2.4 encodes by these flags
+            ds.is_implicit_VR, ds.is_little_endian = True, True
+            ds.save_as(path, write_like_original=False)
     else:
         ds.save_as(path)
     return dataclasses.replace(grid, files=(str(path), *grid.files[1:]))
