@@ -342,3 +342,14 @@ def test_export_from_mask_files_imports_neither_pydicom_nor_nibabel(series, tmp_
     back = import_rtss(tmp_path / "rt.dcm", folder)
     for original, imported in zip(rois, back.rois):
         assert original.mask is not None and imported.mask is not None and original.mask.same_as(imported.mask)
+
+
+def test_copied_attribute_tags_and_vrs_are_the_dictionarys() -> None:
+    """The tag and VR table the byte-level copy uses names every copied attribute as DICOM does."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    from RTSSBridgeLib.rtss_export import _COPIED_TAGS, COPIED_KEYWORDS
+
+    assert list(_COPIED_TAGS) == list(COPIED_KEYWORDS)
+    for keyword, (tag, vr) in _COPIED_TAGS.items():
+        assert (tag, vr) == (tag_for_keyword(keyword), dictionary_VR(tag_for_keyword(keyword))), keyword

@@ -253,12 +253,12 @@ def read_nifti(path: str | os.PathLike[str]) -> NiftiImage:
     if fast is not None:
         geometry, source, problems = _geometry_from(fast.shape, fast.sform, fast.sform_code, fast.qform,
                                                     fast.qform_code, fast.zooms, p)
-        try:  # a read-only map of the file: [i, j, k] in Fortran order is [k, j, i] in C order
-            data = np.memmap(p, dtype=fast.dtype, mode="r", offset=fast.offset, shape=fast.shape, order="F")
+        try:  # a copy-on-write map (as nibabel maps): [i, j, k] in Fortran order is [k, j, i] in C order
+            data = np.memmap(p, dtype=fast.dtype, mode="c", offset=fast.offset, shape=fast.shape, order="F")
         except (OSError, ValueError) as exc:
             raise InputError(f"voxel data cannot be read ({type(exc).__name__}: {exc})", file=p) from exc
-        return NiftiImage(path=p, voxels=data.transpose(2, 1, 0), geometry=geometry, transform_source=source,
-                          problems=problems, header=fast.header)
+        return NiftiImage(path=p, voxels=np.asarray(data).transpose(2, 1, 0), geometry=geometry,
+                          transform_source=source, problems=problems, header=fast.header)
     img = _load(p)
     if len(img.shape) > 3 and int(np.prod(img.shape[3:])) != 1:
         raise InputError(f"has {int(np.prod(img.shape[3:]))} volumes (shape {list(img.shape)}); "
