@@ -111,6 +111,69 @@ def test_trace_then_fill_is_exact_for_any_mask(full: np.ndarray) -> None:
         assert len(corners) >= 4 and len(set(corners)) == len(corners)
 
 
+def _boundary_edges(full: np.ndarray) -> set:  # type: ignore[type-arg]
+    """Directed unit edges (k, x0, y0, x1, y1) of every voxel boundary, foreground on the right
+    (x right, y down), in corner coordinates of the full grid (voxel (j, i) spans [i, i+1] x [j, j+1])."""
+    edges = set()
+    _nk, nj, ni = full.shape
+
+    def at(k: int, j: int, i: int) -> bool:
+        return 0 <= j < nj and 0 <= i < ni and bool(full[k, j, i])
+
+    for k, j, i in zip(*np.nonzero(full)):
+        if not at(k, j - 1, i):
+            edges.add((k, i, j, i + 1, j))
+        if not at(k, j, i + 1):
+            edges.add((k, i + 1, j, i + 1, j + 1))
+        if not at(k, j + 1, i):
+            edges.add((k, i + 1, j + 1, i, j + 1))
+        if not at(k, j, i - 1):
+            edges.add((k, i, j + 1, i, j))
+    return edges
+
+
+def _loop_edges(loops) -> set:  # type: ignore[no-untyped-def, type-arg]
+    """The unit edges the traced loops run along (corners are half-integers: +0.5 to corner coordinates)."""
+    edges = set()
+    for n in range(len(loops)):
+        points = (loops.loop(n) + 0.5).astype(int).tolist()
+        for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]):
+            assert (x0 == x1) != (y0 == y1), "an edge that is not axis-aligned"
+            step_x, step_y = int(np.sign(x1 - x0)), int(np.sign(y1 - y0))
+            for s in range(max(abs(x1 - x0), abs(y1 - y0))):
+                edges.add((int(loops.k[n]), x0 + s * step_x, y0 + s * step_y, x0 + (s + 1) * step_x,
+                           y0 + (s + 1) * step_y))
+    return edges
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_traced_loops_are_the_voxel_boundary_corner_by_corner(seed: int) -> None:
+    """R-5.7: on slices with many contours, holes, islands and diagonal contacts (saddles of both
+    kinds) the loops run along exactly the mask's boundary edges, foreground on the right (outer
+    loops clockwise on the screen, holes counter-clockwise), one point per corner (no straight
+    vertex), ordered by slice, each starting at its first corner in raster order."""
+    rng = np.random.default_rng(seed)
+    full = rng.random((3, 23, 31)) < (0.3 + 0.1 * seed)
+    full[1, 5:18, 4:25] = True  # a large region with holes and saddles inside
+    full[1, 8:15:2, 7:22:2] = False
+    full[2] = False
+    full[2, 0, :] = True  # a border-touching row and one voxel
+    full[2, 10, 10] = True
+    loops = trace(RoiMask.from_full(full))
+    assert _loop_edges(loops) == _boundary_edges(full)
+    assert list(loops.k) == sorted(loops.k)
+    for n in range(len(loops)):
+        points = loops.loop(n)
+        following, previous = np.roll(points, -1, axis=0), np.roll(points, 1, axis=0)
+        into, out = points - previous, following - points
+        straight = into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0] == 0
+        assert not straight.any(), "a point that is not a corner"
+        first = min(map(tuple, points[:, ::-1].tolist()))  # raster order: row (y) then column (x)
+        assert tuple(points[0, ::-1].tolist()) == first
+    back = rasterise(loops.polygons(), full.shape)
+    assert np.array_equal(back.full(), full)
+
+
 def test_roimask_crop_paint_and_dice() -> None:
     full = np.zeros((4, 5, 6), dtype=bool)
     full[1:3, 2, 1:4] = True

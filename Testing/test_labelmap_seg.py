@@ -264,3 +264,38 @@ def test_terminology_entry_strings() -> None:
     assert label_for_codes(chest_template(), codes_for(label)).code == "LUNG_LEFT"  # type: ignore[union-attr]
     assert label_for_codes(chest_template(), SegmentCodes(ANATOMY, LUNG)) is None  # left or right? ambiguous
     assert label_for_codes(chest_template(), codes_for(None)) is None
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32"])
+@pytest.mark.parametrize("value", [1, 255])
+def test_mask_files_of_any_type_and_value_give_the_exact_roi(series, tmp_path: Path, dtype: str,  # type: ignore[no-untyped-def]
+                                                             value: int) -> None:
+    """R-5.7: a per-ROI mask (0 and one value, any integer-valued type, uncompressed .nii read from
+    its memory map) gives exactly its voxels, cropped to the tight box: border-touching, one voxel,
+    several boxes on separate slices; an empty file gives an empty ROI with a warning."""
+    _folder, grid = series["oblique"]
+    shape = grid.geometry.array_shape
+    cases = {"border": np.zeros(shape, dtype=bool), "one": np.zeros(shape, dtype=bool),
+             "apart": np.zeros(shape, dtype=bool), "empty": np.zeros(shape, dtype=bool)}
+    cases["border"][:, 0, :] = True
+    cases["border"][-1, :, -1] = True
+    cases["one"][5, 7, 9] = True
+    cases["apart"][1, 2:4, 3:6] = True
+    cases["apart"][9, 20:22, 30:40] = True
+    paths = []
+    for name, full in cases.items():
+        path = tmp_path / f"{name}.nii"
+        write_nifti(path, (full * value).astype(dtype), grid.geometry)
+        paths.append(str(path))
+    result = read_masks(paths, reference=grid.geometry)
+    for roi, (name, full) in zip(result.rois, cases.items()):
+        assert roi.mask is not None and roi.name == name
+        assert np.array_equal(roi.mask.full(), full), name
+        assert roi.mask.same_as(RoiMask.from_full(full)) and roi.mask.data.shape == RoiMask.from_full(full).data.shape
+    assert [p.code for p in result.rois[3].problems] == [RoiProblemCode.EMPTY_MASK]
+    two = (cases["apart"] * value).astype(dtype)
+    two[9, 20, 30] = 7
+    write_nifti(tmp_path / "two.nii", two, grid.geometry)
+    with pytest.raises(InputError, match=r"two\.nii: voxels: holds several label values \[7, " + str(value) + "]"
+                       if value > 7 else r"two\.nii: voxels: holds several label values \[1, 7\]"):
+        read_masks([str(tmp_path / "two.nii")], reference=grid.geometry)

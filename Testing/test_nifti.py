@@ -253,3 +253,82 @@ def test_large_nifti1_is_written_through_a_map_or_plainly_with_the_same_bytes(
     ours = write_nifti(tmp_path / "big.nii", vox, g, label_map=True, description="mmanno test")
     assert Path(ours).read_bytes() == _nibabel_bytes(tmp_path / "theirs.nii", vox, g, True, "mmanno test")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nii", "theirs.nii"]  # no temporary left
+
+
+def _headers(data: np.ndarray, affine: np.ndarray) -> dict:  # type: ignore[type-arg]
+    """NIfTI-1 files nibabel writes with every transform arrangement the fast reader meets."""
+    flipped = affine.copy()
+    flipped[:3, 2] *= -1
+    moved = affine.copy()
+    moved[0, 3] += 5.0
+    out = {}
+    for name, sform, s_code, qform, q_code, dtype in (
+            ("both", affine, 1, affine, 1, "uint8"), ("qform_only", None, 0, affine, 1, "uint8"),
+            ("sform_only", affine, 2, None, 0, "uint8"), ("left_handed", flipped, 1, flipped, 1, "int16"),
+            ("left_handed_qform", None, 0, flipped, 1, "uint8"), ("mismatch", moved, 1, affine, 4, "uint8"),
+            ("none", None, 0, None, 0, "float32"), ("uint16", affine, 1, affine, 1, "uint16")):
+        img = nib.Nifti1Image(data.astype(dtype), affine)
+        img.set_sform(sform, code=s_code)
+        img.set_qform(qform, code=q_code)
+        img.header["descrip"] = f"case {name}".encode("ascii")
+        out[name] = img
+    return out
+
+
+@pytest.mark.parametrize("case", ["both", "qform_only", "sform_only", "left_handed", "left_handed_qform", "mismatch",
+                                  "none", "uint16", "one_slice", "two_d", "single_volume_4d"])
+def test_uncompressed_nifti1_read_without_nibabel_as_nibabel_reads_it(tmp_path: Path, case: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """R-5.7 (speed, exactness): uncompressed NIfTI-1 files are read from their header bytes and a
+    memory map (so an RTSS export from mask files need not import nibabel); on oblique grids with
+    sform, qform (left-handed: qfac -1), both (disagreeing: reported), neither, 2-D and 4-D-of-one
+    files the geometry, voxels, header fields and problems are those of the nibabel path."""
+    from scipy.spatial.transform import Rotation
+
+    from RTSSBridgeLib import nifti
+
+    rotation = Rotation.from_euler("xyz", [10, -20, 30], degrees=True).as_matrix()
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * np.array([0.7, 0.8, 2.5])
+    affine[:3, 3] = [-100.0, 20.0, 300.0]
+    data = np.random.default_rng(5).integers(0, 4, size=(7, 6, 5))
+    images = _headers(data, affine)
+    images["one_slice"] = nib.Nifti1Image(data[:, :, :1].astype(np.uint8), affine)
+    images["two_d"] = nib.Nifti1Image(data[:, :, 0].astype(np.uint8), affine)
+    images["single_volume_4d"] = nib.Nifti1Image(data[..., None].astype(np.uint8), affine)
+    path = tmp_path / f"{case}.nii"
+    nib.save(images[case], str(path))
+    assert nifti._nifti1_header(str(path)) is not None  # the fast path reads it
+    fast, fast_geometry = read_nifti(path), read_nifti_geometry(path)
+    monkeypatch.setattr(nifti, "_nifti1_header", lambda p: None)
+    slow = read_nifti(path)
+    assert fast.geometry.max_corner_distance_mm(slow.geometry) < 1e-9
+    assert fast_geometry == fast.geometry
+    assert fast.transform_source == slow.transform_source
+    assert fast.voxels.dtype == slow.voxels.dtype
+    np.testing.assert_array_equal(fast.voxels, slow.voxels)
+    assert fast.header == slow.header
+    assert [(p.code, p.severity) for p in fast.problems] == [(p.code, p.severity) for p in slow.problems]
+
+
+def test_nifti_files_the_fast_reader_leaves_to_nibabel(tmp_path: Path) -> None:
+    """Scaled data, compressed files, several volumes, big-endian and truncated files are not read
+    by the fast path (nibabel applies the scaling and reports the defects)."""
+    from RTSSBridgeLib import nifti
+
+    data = np.arange(24, dtype=np.int16).reshape(4, 3, 2)
+    scaled = nib.Nifti1Image(data, np.eye(4))
+    scaled.header.set_slope_inter(2.0, 1.0)
+    nib.save(scaled, str(tmp_path / "scaled.nii"))
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "c.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.uint8), np.eye(4)), str(tmp_path / "t.nii"))
+    big = nib.Nifti1Image(data, np.eye(4), header=nib.Nifti1Header(endianness=">"))
+    nib.save(big, str(tmp_path / "big.nii"))
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "cut.nii"))
+    (tmp_path / "cut.nii").write_bytes((tmp_path / "cut.nii").read_bytes()[:360])
+    for name in ("scaled.nii", "c.nii.gz", "t.nii", "big.nii", "cut.nii"):
+        assert nifti._nifti1_header(str(tmp_path / name)) is None, name
+    np.testing.assert_array_equal(read_nifti(tmp_path / "scaled.nii").voxels, data.T * 2.0 + 1.0)
+    np.testing.assert_array_equal(read_nifti(tmp_path / "big.nii").voxels, data.T)
+    with pytest.raises(InputError, match=r"cut\.nii"):
+        read_nifti(tmp_path / "cut.nii").voxels.sum()

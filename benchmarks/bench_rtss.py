@@ -22,7 +22,10 @@ Measured: wall time of the whole process (what a user waits for), the operation 
 Python processes (imports excluded; plastimatch cannot be split), and the peak resident memory of
 the whole process (``wait4``), as medians over the repeats and as ratios to mmanno. Exactness is
 checked outside the timed runs: every import's masks and every export re-imported by mmanno are
-compared with the original masks (Dice per ROI).
+compared with the original masks (Dice per ROI). Extra untimed mmanno export runs time its stages
+inside the process (header scan, mask reading, tracing, DS formatting, writing). The timed
+processes use Python's bytecode caches, as an installed package does (the project is compiled
+first; ``PYTHONDONTWRITEBYTECODE`` is dropped for them).
 
 Usage: ``python benchmarks/bench_rtss.py [--slices 177] [--repeats 3] [--out benchmarks/results]``
 (the peers: ``pip install -r benchmarks/requirements-peers.txt``; Debian ``plastimatch`` and ``time``).
@@ -77,6 +80,28 @@ def rss_mb():
 
 if tool == 'mmanno':
     from MultiModalAnnotationLib.cli import main
+    stages = {}
+    if args.get('breakdown'):  # an untimed extra run: where the export's time goes
+        import functools, importlib
+
+        def timed(module, name, label):
+            mod = importlib.import_module(module)
+            inner = getattr(mod, name)
+
+            @functools.wraps(inner)
+            def wrapper(*a, **k):
+                start = time.perf_counter()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    stages[label] = stages.get(label, 0.0) + time.perf_counter() - start
+            setattr(mod, name, wrapper)
+
+        timed('RTSSBridgeLib.dicom_series', 'scan_dicom', 'CT header scan')
+        timed('RTSSBridgeLib.labelmap', 'read_masks', 'mask files read')
+        timed('RTSSBridgeLib.rtss_export', 'export_rtss', 'RTSS built and written')
+        timed('RTSSBridgeLib.rtss_export', 'trace', 'contour tracing')
+        timed('RTSSBridgeLib.rtss_export', 'ds_fields', 'DS formatting')
 else:
     import numpy as np, nibabel as nib
     from rt_utils import RTStructBuilder
@@ -101,7 +126,8 @@ else:
     rt.save(args['out'])
 elapsed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({'seconds': elapsed, 'peak_rss_mb': peak, 'baseline_rss_mb': baseline}))
+print(json.dumps({'seconds': elapsed, 'peak_rss_mb': peak, 'baseline_rss_mb': baseline,
+                  'stages': stages if tool == 'mmanno' else {}}))
 """
 
 
@@ -188,7 +214,7 @@ def measure(command: List[str]) -> Dict[str, Any]:
     """
     start = time.perf_counter()
     result = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB=%M", *command], capture_output=True, text=True,
-                            check=False)
+                            check=False, env=child_env())
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
@@ -199,10 +225,34 @@ def measure(command: List[str]) -> Dict[str, Any]:
         inside = json.loads(lines[-1])
         measured["operation_s"] = inside["seconds"]
         measured["baseline_rss_mb"] = inside["baseline_rss_mb"]
+        measured["stages"] = inside.get("stages", {})
     return measured
 
 
-def commands(task: str, tool: str, data: Dict[str, Any], rtss_key: str, work: Path) -> List[str]:
+def child_env() -> Dict[str, str]:
+    """The environment of the timed processes: as a user's, with Python's bytecode caches used.
+
+    An installed package has its ``.pyc`` files (pip and Slicer compile on install); a development
+    shell with ``PYTHONDONTWRITEBYTECODE`` would make every mmanno run compile the project's
+    sources again (0.1-0.2 s here), which no user pays. :func:`compile_project` writes them once.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_project() -> None:
+    """Bytecode caches of the project's packages, as an installation has them."""
+    import compileall
+
+    root = HERE.parent
+    for folder in ("RTSSBridge", "QCMetrics", "MultiModalAnnotation"):
+        if (root / folder).is_dir():
+            compileall.compile_dir(str(root / folder), quiet=1)
+
+
+def commands(task: str, tool: str, data: Dict[str, Any], rtss_key: str, work: Path,
+             breakdown: bool = False) -> List[str]:
     if tool == "plastimatch":
         if task == "import":
             return ["plastimatch", "convert", "--input", data[rtss_key], "--referenced-ct", data["ct"],
@@ -212,8 +262,25 @@ def commands(task: str, tool: str, data: Dict[str, Any], rtss_key: str, work: Pa
                 "--referenced-ct", data["ct"], "--output-dicom", str(work / "out")]
     out = {("mmanno", "import"): work / "labels.nii", ("mmanno", "export"): work / "rtss.dcm",
            ("rt-utils", "import"): work / "masks.npz", ("rt-utils", "export"): work / "rtss.dcm"}[(tool, task)]
-    args = {"rtss": data.get(rtss_key, ""), "ct": data["ct"], "masks": data["masks"], "out": str(out)}
+    args = {"rtss": data.get(rtss_key, ""), "ct": data["ct"], "masks": data["masks"], "out": str(out),
+            "breakdown": breakdown}
     return [sys.executable, "-c", CHILD, tool, task, json.dumps(args)]
+
+
+def breakdown(data: Dict[str, Any], repeats: int) -> Dict[str, float]:
+    """Where mmanno's export time goes (medians of untimed extra runs with the stages timed)."""
+    runs = []
+    for _ in range(repeats):
+        work = Path(tempfile.mkdtemp(prefix="bench-rtss-stages-"))
+        try:
+            runs.append(measure(commands("export", "mmanno", data, "", work, breakdown=True)))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    out = {"process wall": statistics.median(r["wall_s"] for r in runs),
+           "operation (after the first imports)": statistics.median(r["operation_s"] for r in runs)}
+    for label in runs[0]["stages"]:
+        out[label] = statistics.median(r["stages"][label] for r in runs)
+    return out
 
 
 def warm(data: Dict[str, Any]) -> None:
@@ -306,6 +373,7 @@ def main(argv: List[str] | None = None) -> int:
         raise SystemExit("plastimatch and /usr/bin/time are needed (Debian packages plastimatch and time; "
                          "Testing/install_tools.sh)")
     data = prepare(args.slices)
+    compile_project()
     warm(data)
     from RTSSBridgeLib.rtss_import import read_structure_set
 
@@ -326,6 +394,7 @@ def main(argv: List[str] | None = None) -> int:
     report["results"]["import (RTSS exported by plastimatch)"] = bench("import", tools, data, "rtss_plastimatch",
                                                                         args.repeats)
     report["results"]["export"] = bench("export", tools, data, "", args.repeats)
+    report["export_breakdown_s"] = breakdown(data, args.repeats)
     log("checking exactness (untimed) ...")
     report["exactness_dice"] = exactness(data)
     for label, result in report["results"].items():
@@ -339,6 +408,9 @@ def main(argv: List[str] | None = None) -> int:
             s = result[f"speedup_vs_{tool}"]
             print(f"  mmanno vs {tool}: {s['wall']:.1f}x faster (process), {s['mmanno_operation_vs_peer_wall']:.1f}x "
                   f"(operation), peak memory {result[f'memory_ratio_vs_{tool}']:.2f}x")
+    print("\nmmanno export, where the time goes (s, medians of untimed runs):")
+    for label, seconds in report["export_breakdown_s"].items():
+        print(f"  {label:40} {seconds:6.3f}")
     print("\nexactness (min Dice over ROIs):")
     for label, scores in report["exactness_dice"].items():
         worst = min(scores, key=scores.get)

@@ -21,24 +21,24 @@ Tracing (:func:`trace`)
     centre only depends on the set of boundary edges, which is exactly the mask's boundary.
     Where two voxels touch only at a corner, the loops turn so that each keeps to its own voxel
     (4-connected foreground), so loops never cross each other. Straight runs are merged, so a loop
-    has one point per corner. The loops are found without a per-edge Python loop: directed
-    boundary edges are linked into a permutation (``next``), cycles are labelled by pointer jumping
-    and ordered by list ranking, all as numpy array operations. On the 11 ROIs of a
-    512 x 512 x 177 CT this is what makes export several times faster than plastimatch.
+    has one point per corner. The loops are built from their corners only, without a per-edge
+    Python loop: a corner is a vertex where one vertical boundary edge ends (1 or 3 of its 4
+    voxels inside) or a saddle (2 diagonal voxels inside, two passes); a straight run ends at the
+    next corner on its row (the next vertex in raster order) or column (the next in column order),
+    so linking is two sorted orders; the cycles are ordered by pointer jumping, with the steps to
+    each cycle's first corner counted on the way. On the 13 ROIs of the 512 x 512 x 177 benchmark
+    CT (1.03 million boundary edges, 454 000 corners) this takes 0.17 s; linking every edge, with
+    sorts over all edges, took 0.43-0.55 s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from .roi import RoiMask
-
-#: The four directions of a boundary edge in corner coordinates (x right, y down).
-_DX = np.array([1, 0, -1, 0], dtype=np.int64)
-_DY = np.array([0, 1, 0, -1], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -185,101 +185,115 @@ class TracedLoops:
 def trace(mask: RoiMask) -> TracedLoops:
     """Closed loops along the voxel boundaries of ``mask``, per slice, holes included.
 
-    Loops are ordered by slice, then by where they start (raster order of their first top edge).
-    Each keeps the foreground on its right in image coordinates (x right, y down): outer
-    boundaries run clockwise on the screen, holes counter-clockwise. Every loop is a simple
-    polygon (loops may touch each other at a corner, never cross).
+    Loops are ordered by slice, then by their first corner in raster order (smallest row, then
+    smallest column), where they start. Each keeps the foreground on its right in image
+    coordinates (x right, y down): outer boundaries run clockwise on the screen, holes
+    counter-clockwise. Every loop is a simple polygon (loops may touch each other at a corner,
+    never cross) with one point per corner.
     """
-    empty = TracedLoops(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((0, 2)))
     data = mask.data
-    if not data.size or not data.any():
-        return empty
+    if not data.size:
+        return TracedLoops(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((0, 2)))
     nk, nj, ni = data.shape
-    padded = np.zeros((nk, nj + 2, ni + 2), dtype=bool)
-    padded[:, 1:-1, 1:-1] = data
-    # Pixel (py, px) of the padded grid spans corners [px, px + 1] x [py, py + 1]. Transitions are
-    # found on the flat array (neighbours along x are 1 apart, along y one row apart): contiguous
-    # 1-D comparisons are several times faster than strided 3-D ones, and the zero padding keeps
-    # rows and slices from leaking into each other.
-    flat = padded.ravel()
-    row = ni + 2
-    plane = (nj + 2) * row
-    across = np.flatnonzero(flat[:-row] ^ flat[row:]) + row  # the pixel below a horizontal edge
-    below_fg = flat[across]
-    along = np.flatnonzero(flat[:-1] ^ flat[1:]) + 1  # the pixel right of a vertical edge
-    right_fg = flat[along]
-    pieces = []
-    for pixels, fg, kind in ((across, below_fg, "top"), (along, right_fg, "left"),
-                             (across, ~below_fg, "bottom"), (along, ~right_fg, "right")):
-        qk, rest = np.divmod(pixels[fg], plane)
-        qy, qx = np.divmod(rest, row)
-        if kind == "top":  # top edge of the pixel below: (x, y) -> (x + 1, y), direction 0
-            pieces.append((qk, qx, qy, 0))
-        elif kind == "left":  # left edge of the pixel on the right: (x, y + 1) -> (x, y), direction 3
-            pieces.append((qk, qx, qy + 1, 3))
-        elif kind == "bottom":  # bottom edge of the pixel above: (x + 1, y) -> (x, y), direction 2
-            pieces.append((qk, qx + 1, qy, 2))
-        else:  # right edge of the pixel on the left: (x, y) -> (x, y + 1), direction 1
-            pieces.append((qk, qx, qy, 1))
-    # Top edges are numbered first and in raster order, so each loop's smallest edge is a top edge.
-    k = np.concatenate([p[0] for p in pieces]).astype(np.int64)
-    sx = np.concatenate([p[1] for p in pieces]).astype(np.int64)
-    sy = np.concatenate([p[2] for p in pieces]).astype(np.int64)
-    d = np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in pieces])
-    width, height = ni + 3, nj + 3
-    start_id = (k * height + sy) * width + sx
-    end_id = (k * height + sy + _DY[d]) * width + sx + _DX[d]
-    # Link each edge to the edge leaving its end vertex; at a corner shared by two diagonal
-    # foreground pixels there are two, and the right turn keeps to the same pixel.
-    order = np.argsort(start_id, kind="stable")
-    sorted_start = start_id[order]
-    lo = np.searchsorted(sorted_start, end_id, side="left")
-    hi = np.searchsorted(sorted_start, end_id, side="right")
-    first = order[lo]
-    second = order[np.minimum(lo + 1, len(order) - 1)]
-    want = (d + 1) % 4
-    nxt = np.where((hi - lo == 2) & (d[first] != want), second, first)
-    rep, rank = _cycles(nxt)
-    # Edges grouped by loop, each loop in travel order starting at its smallest edge index.
-    seq = np.lexsort((-rank, rep))
-    loop_rep = rep[seq]
-    starts = np.concatenate([[0], np.nonzero(np.diff(loop_rep))[0] + 1])
-    stops = np.concatenate([starts[1:], [len(seq)]])
-    d_seq = d[seq]
-    prev = np.empty_like(d_seq)
-    prev[1:] = d_seq[:-1]
-    prev[starts] = d_seq[stops - 1]  # the last edge of each loop precedes its first
-    corner = d_seq != prev
-    corner_idx = np.nonzero(corner)[0]
-    loop_of_corner = np.searchsorted(starts, corner_idx, side="right") - 1
-    counts = np.bincount(loop_of_corner, minlength=len(starts))
-    edges = seq[corner_idx]
-    points = np.column_stack([sx[edges] - 1.5 + mask.offset[2], sy[edges] - 1.5 + mask.offset[1]])
-    # Loops come out ordered by their smallest edge index: top edges are numbered first, in
-    # raster order (k, y, x), so loops are sorted by slice and start at their first top edge,
-    # whose start is always a corner (an edge further left on the same row would come first).
-    loop_k = k[seq[starts]] + mask.offset[0]
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return _split_pinches(loop_k, offsets, points, start_id[edges])
+    flat = np.ascontiguousarray(data).reshape(-1)
+    # hx[k, r, x]: a vertical boundary edge between voxels (r - 1, x - 1) and (r - 1, x) of the
+    # box (voxels outside it are background; rows 0 and nj + 1 stay empty).
+    vw, vh = ni + 1, nj + 1
+    hx = np.zeros((nk, nj + 2, vw), dtype=bool)
+    np.not_equal(data[:, :, 1:], data[:, :, :-1], out=hx[:, 1:-1, 1:-1])
+    hx[:, 1:-1, 0] = data[:, :, 0]
+    hx[:, 1:-1, ni] = data[:, :, ni - 1]
+    # Vertex (x, y), x in [0, ni], y in [0, nj], is the top-left corner of voxel (y, x). Where a
+    # vertical edge ends there from above or below, one of them alone means the boundary turns
+    # (1 or 3 of the 4 voxels around are inside); both, a straight vertical run or a saddle.
+    # (Dense work is kept to boolean arrays: numpy's nonzero of a bool array was 6x faster than
+    # of the uint8 count of edges on the boxes of the 13 benchmark ROIs, 0.02 s against 0.10 s.)
+    touched = np.flatnonzero(np.logical_or(hx[:, :-1, :], hx[:, 1:, :]))
+    hx_flat = hx.reshape(-1)
+    above = touched + touched // (vh * vw) * vw  # the same (k, y, x) in hx's grid, one more row per slice
+    straight = hx_flat[above] & hx_flat[above + vw]
+    del hx, hx_flat, above
+    # A saddle (two diagonal voxels inside) is straight in both directions: the voxels on its left differ.
+    two = touched[straight]
+    tk, rest = np.divmod(two, vh * vw)
+    ty, tx = np.divmod(rest, vw)
+    below = (tk * nj + ty) * ni + tx - 1  # voxel (y, x - 1): y < nj, since an edge lies below
+    inner = tx > 0
+    straight[straight] = ~(inner & (flat[np.where(inner, below, 0)] != flat[np.where(inner, below - ni, 0)]))
+    vertex = touched[~straight]
+    del touched, straight, two, tk, ty, tx, below, inner
+    if not len(vertex):
+        return TracedLoops(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((0, 2)))
+    vk, rest = np.divmod(vertex, vh * vw)
+    vy, vx = np.divmod(rest, vw)
+    # The voxels around each corner: a up-left, b up-right, c down-left, d down-right.
+    a = _voxels(flat, vk, vy - 1, vx - 1, nj, ni)
+    b = _voxels(flat, vk, vy - 1, vx, nj, ni)
+    c = _voxels(flat, vk, vy, vx - 1, nj, ni)
+    d = _voxels(flat, vk, vy, vx, nj, ni)
+    saddle = (a == d) & (b == c)
+    # The way out keeps the foreground on the right: 0 (+x) when d and not b, 1 (+y) when c and
+    # not d, 2 (-x) when a and not c, 3 (-y) when b and not a. A saddle has two ways in and out,
+    # one node each, turning right so that each inside voxel keeps to its own loop (4-connected
+    # foreground): a = d: in +y -> out -x, in -y -> out +x; b = c: in +x -> out +y, in -x -> out -y.
+    out = np.where(d & ~b, 0, np.where(c & ~d, 1, np.where(a & ~c, 2, 3)))
+    copies = saddle.astype(np.int64) + 1
+    node_vertex = np.repeat(np.arange(len(vertex)), copies)
+    first_node = np.cumsum(copies) - copies
+    node_out = out[node_vertex]
+    s_nodes = first_node[saddle]
+    node_out[s_nodes] = np.where(a[saddle], 2, 1)
+    node_out[s_nodes + 1] = np.where(a[saddle], 0, 3)
+    # A straight run ends at the next corner on its line: along a row the neighbour in raster
+    # order (vertices are sorted so), along a column the neighbour in (k, x, y) order.
+    by_column = np.argsort((vk * vw + vx) * vh + vy)
+    column_rank = np.empty(len(vertex), dtype=np.int64)
+    column_rank[by_column] = np.arange(len(vertex))
+    target = node_vertex + np.where(node_out == 0, 1, np.where(node_out == 2, -1, 0))
+    vertical = (node_out & 1) == 1
+    target[vertical] = by_column[column_rank[node_vertex[vertical]] + np.where(node_out[vertical] == 1, 1, -1)]
+    # Arriving at a saddle heading -x or -y takes its second node.
+    nxt = first_node[target] + (saddle[target] & (node_out >= 2))
+    rep, to_rep = _cycles(nxt)
+    # Loops ordered by their representative (their raster-first corner, so by slice first), each
+    # in travel order from it: no sort needed.
+    n_nodes = len(nxt)
+    reps = np.flatnonzero(rep == np.arange(n_nodes))
+    length = np.bincount(rep, minlength=n_nodes)
+    sizes = length[reps]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    start = np.zeros(n_nodes, dtype=np.int64)
+    start[reps] = offsets[:-1]
+    loop_length = length[rep]
+    position = start[rep] + (loop_length - to_rep) % loop_length
+    order = np.empty(n_nodes, dtype=np.int64)
+    order[position] = np.arange(n_nodes)
+    corner = node_vertex[order]
+    points = np.column_stack([vx[corner] - 0.5 + mask.offset[2], vy[corner] - 0.5 + mask.offset[1]])
+    loop_k = vk[node_vertex[reps]] + mask.offset[0]
+    # A loop through both nodes of a saddle touches itself there: split it (rare).
+    pinched = s_nodes[rep[s_nodes] == rep[s_nodes + 1]]
+    if len(pinched):
+        loop_index = np.searchsorted(reps, rep[pinched])
+        return _split_pinches(loop_k, offsets, points, vertex[corner], set(loop_index.tolist()))
+    return TracedLoops(k=loop_k, offsets=offsets, points=points)
 
 
-def _split_pinches(loop_k: np.ndarray, offsets: np.ndarray, points: np.ndarray,
-                   vertex: np.ndarray) -> TracedLoops:
-    """Split loops that pass a corner twice into simple loops.
+def _voxels(flat: np.ndarray, k: np.ndarray, y: np.ndarray, x: np.ndarray, nj: int, ni: int) -> np.ndarray:
+    """Voxels ``(k, y, x)`` of a box stored as ``flat``; those outside the box are background."""
+    inside = (y >= 0) & (y < nj) & (x >= 0) & (x < ni)
+    return inside & flat[np.where(inside, (k * nj + y) * ni + x, 0)]
 
-    Where two background voxels touch at a corner inside the foreground (or, with the opposite
-    turn, two foreground voxels), one boundary loop passes that corner twice, touching itself.
-    Cutting it there gives two simple polygons with the same edges, so the even-odd fill is
-    unchanged and readers that expect simple polygons (surface builders) get them. Such corners
-    are rare, so the loops that have one are split in Python.
+
+def _split_pinches(loop_k: np.ndarray, offsets: np.ndarray, points: np.ndarray, vertex: np.ndarray,
+                   pinched: Set[int]) -> TracedLoops:
+    """Split the loops ``pinched`` (they pass a saddle corner twice) into simple loops.
+
+    Cutting a loop where it touches itself gives two simple polygons with the same edges, so the
+    even-odd fill is unchanged and readers that expect simple polygons (surface builders) get
+    them. Such loops are rare, so they are split in Python.
     """
     n_loops = len(loop_k)
-    loop_of = np.repeat(np.arange(n_loops), np.diff(offsets))
-    key = loop_of.astype(np.int64) * (int(vertex.max(initial=0)) + 1) + vertex
-    unique, counts = np.unique(key, return_counts=True)
-    pinched = set((unique[counts > 1] // (int(vertex.max(initial=0)) + 1)).tolist())
-    if not pinched:
-        return TracedLoops(k=loop_k, offsets=offsets, points=points)
     new_k: List[int] = []
     pieces: List[np.ndarray] = []
     for n in range(n_loops):
@@ -289,11 +303,15 @@ def _split_pinches(loop_k: np.ndarray, offsets: np.ndarray, points: np.ndarray,
             pieces.append(np.arange(a, b))
             continue
         for part in _split_sequence(list(range(a, b)), vertex):
+            piece = np.asarray(part, dtype=np.int64)
             new_k.append(int(loop_k[n]))
-            pieces.append(np.asarray(part, dtype=np.int64))
+            pieces.append(np.roll(piece, -int(np.argmin(vertex[piece]))))  # from its raster-first corner
+    # Loops in the order of their first corners (vertex numbers run in raster order, slice first).
+    order = np.argsort([int(vertex[piece[0]]) for piece in pieces], kind="stable")
+    pieces = [pieces[i] for i in order]
     index = np.concatenate(pieces)
     sizes = np.array([len(piece) for piece in pieces])
-    return TracedLoops(k=np.asarray(new_k, dtype=np.int64), offsets=np.concatenate([[0], np.cumsum(sizes)]),
+    return TracedLoops(k=np.asarray(new_k, dtype=np.int64)[order], offsets=np.concatenate([[0], np.cumsum(sizes)]),
                        points=points[index])
 
 
@@ -311,26 +329,24 @@ def _split_sequence(sequence: List[int], vertex: np.ndarray) -> List[List[int]]:
 
 
 def _cycles(nxt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """For a permutation ``nxt``: the smallest index of each element's cycle and the element's
-    distance (in steps) to the end of its cycle when the cycle starts at that smallest index."""
-    n = len(nxt)
-    rep = np.arange(n)
-    jump = nxt.copy()
-    while True:  # pointer jumping: after t rounds rep covers 2**t elements ahead
-        new_rep = np.minimum(rep, rep[jump])
-        jump = jump[jump]
-        if np.array_equal(new_rep, rep):
-            break
-        rep = new_rep
-    # List ranking with each cycle cut before its representative.
-    idx = np.arange(n)
-    terminal = nxt == rep
-    succ = np.where(terminal, idx, nxt)
-    dist = np.where(terminal, 0, 1).astype(np.int64)
+    """For a permutation ``nxt``: the smallest index of each element's cycle and the number of
+    steps from the element forward to it.
+
+    Pointer jumping: after round t, ``low[i]`` is the smallest element among the 2**t elements
+    from ``i`` on and ``steps[i]`` its distance. When a round changes nothing, every window
+    already holds its cycle's minimum (the windows of ``i``, ``i + 2**t``, ... cover the cycle),
+    so there are about log2(longest cycle) rounds.
+    """
+    low = np.arange(len(nxt))
+    steps = np.zeros(len(nxt), dtype=np.int64)
+    jump = nxt
+    width = 1
     while True:
-        dist = dist + dist[succ]
-        new_succ = succ[succ]
-        if np.array_equal(new_succ, succ):
-            break
-        succ = new_succ
-    return rep, dist
+        ahead = low[jump]
+        better = ahead < low
+        if not better.any():
+            return low, steps
+        low = np.where(better, ahead, low)
+        steps = np.where(better, steps[jump] + width, steps)
+        jump = jump[jump]
+        width *= 2

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -120,6 +120,54 @@ def _integer_labels(voxels: np.ndarray, path: str) -> np.ndarray:
     return arr
 
 
+def _mask_of(labels: np.ndarray, path: str) -> Tuple[RoiMask, List[int]]:
+    """The ROI of a per-ROI mask volume (0 and one other value) and that value (none when empty).
+
+    Unsigned bytes (what mask files hold) take one pass over the volume - the largest value of
+    each slice, which gives the slices used, the value and the empty case at once - then one over
+    the slab of used slices for the in-plane box; only the box is compared and copied. The volume
+    is usually the file's memory map, so this pass is also the file read. Reading the 13 masks of
+    the RTSS benchmark (512 x 512 x 177 each) took 0.15 s so, 0.23 s with a maximum, a count of the
+    non-zero voxels and a bounding box each over the whole volume.
+    """
+    if labels.dtype != np.uint8 or labels.ndim != 3 or not labels.size:
+        return _mask_of_any(labels, path)
+    nk = labels.shape[0]
+    per_slice = labels.reshape(nk, -1).max(axis=1)
+    used = np.flatnonzero(per_slice)
+    if not len(used):
+        return RoiMask.empty(labels.shape), []
+    top = int(per_slice.max())
+    k0, k1 = int(used[0]), int(used[-1]) + 1
+    plane = labels[k0:k1].max(axis=0)
+    rows = np.flatnonzero(plane.max(axis=1))
+    cols = np.flatnonzero(plane.max(axis=0))
+    box = labels[k0:k1, int(rows[0]):int(rows[-1]) + 1, int(cols[0]):int(cols[-1]) + 1]
+    if top == 1:
+        inside = np.ascontiguousarray(box).view(np.bool_)  # 0/1 bytes are booleans: one copy of the box
+    else:
+        inside = box != 0
+        if int(np.count_nonzero(box == top)) != int(np.count_nonzero(inside)):
+            _several_values(box[inside], path)
+    return RoiMask(labels.shape, (k0, int(rows[0]), int(cols[0])), inside), [top]
+
+
+def _mask_of_any(labels: np.ndarray, path: str) -> Tuple[RoiMask, List[int]]:
+    """:func:`_mask_of` for any integer type."""
+    top = int(labels.max()) if labels.size else 0
+    inside = labels != 0
+    n_inside = int(np.count_nonzero(inside))
+    if n_inside and int(np.count_nonzero(labels == top)) != n_inside:
+        _several_values(labels[inside], path)
+    return RoiMask.from_full(inside), ([top] if n_inside else [])
+
+
+def _several_values(inside_values: np.ndarray, path: str) -> None:
+    values = [int(v) for v in np.unique(inside_values)]
+    raise InputError(f"holds several label values {values[:6]}; a per-ROI mask holds 0 and one value "
+                     "(give a labelmap with --template instead)", file=path, field="voxels")
+
+
 def read_labelmap(path: str, label_set: Optional[LabelSet] = None,
                   reference: Optional[ImageGeometry] = None) -> RoiSet:
     """ROIs of a labelmap: value ``v`` becomes the template label with value ``v`` (named after it),
@@ -173,26 +221,13 @@ def read_masks(paths: Sequence[str], reference: Optional[ImageGeometry] = None,
         if geometry is None:
             geometry = image.geometry
         check_same_grid(image.geometry, geometry, "the mask", path)
-        labels = _integer_labels(image.voxels, path)
-        top = int(labels.max()) if labels.size else 0
-        # One non-zero value <=> every voxel inside holds the maximum. A 0/1 byte mask is used as it
-        # is (viewed as bool, no copy); np.unique sorted the whole volume, 0.23 s per 512x512x177 mask.
-        if top <= 1 and labels.dtype.itemsize == 1:
-            inside = labels.view(np.bool_)
-        else:
-            inside = labels != 0
-        n_inside = int(np.count_nonzero(inside))
-        if n_inside and top != 1 and int(np.count_nonzero(labels == top)) != n_inside:
-            values = [int(v) for v in np.unique(labels[inside])]
-            raise InputError(f"holds several label values {values[:6]}; a per-ROI mask holds 0 and one value "
-                             "(give a labelmap with --template instead)", file=path, field="voxels")
-        values = [top] if n_inside else []
+        mask, values = _mask_of(_integer_labels(image.voxels, path), path)
         name = nifti_stem(path)
         if name.casefold() in seen:
             raise InputError(f"gives the ROI name {name!r} again (also {seen[name.casefold()]}); ROI names must be "
                              "unique", file=path)
         seen[name.casefold()] = path
-        roi = Roi(number=number, name=name, mask=RoiMask.from_full(inside), file=path)
+        roi = Roi(number=number, name=name, mask=mask, file=path)
         for p in image.problems:
             roi.add(RoiProblemCode.NIFTI_HEADER, p.severity, f"{p.code.value}: {p.message}")
         if not values:
