@@ -79,6 +79,7 @@ def rss_mb():
     return float('nan')
 
 if tool == 'mmanno':
+    os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # what the mmanno script (cli.run) sets
     from MultiModalAnnotationLib.cli import main
     stages = {}
     if args.get('breakdown'):  # an untimed extra run: where the export's time goes
