@@ -219,20 +219,15 @@ def test_nifti1_writer_without_nibabel_writes_what_nibabel_writes(tmp_path: Path
 def test_rtss_import_path_needs_neither_pydicom_nor_nibabel(tmp_path: Path, sample_case) -> None:  # type: ignore[no-untyped-def]
     """R-5.7 (speed): an RTSS import to .nii reads the series headers, the structure set and writes
     the labelmap without importing pydicom, nibabel or jsonschema (0.35 s of a 0.95 s import)."""
-    import subprocess
-    import sys
-
-    case = sample_case("ct-chest")
     import json
 
+    from .rtss_cases import run_cli_in_fresh_process
+
+    case = sample_case("ct-chest")
     entry = json.loads(case.manifest.read_text())["structure_sets"][0]
     rtss = case.root / entry["dir"] / entry["file"]
-    code = ("import sys; from MultiModalAnnotationLib.cli import main; "
-            f"rc = main(['rtss', 'import', {str(rtss)!r}, '--series', {str(case.root / 'dicom')!r}, "
-            f"'--out', {str(tmp_path / 'l.nii')!r}, '--quiet']); "
-            "print(rc, sorted(m for m in ('pydicom', 'nibabel', 'jsonschema', 'scipy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "0 []", out
+    assert run_cli_in_fresh_process(["rtss", "import", str(rtss), "--series", str(case.root / "dicom"),
+                                     "--out", str(tmp_path / "l.nii"), "--quiet"]) == (0, [])
     assert read_nifti(tmp_path / "l.nii").voxels.any()
 
 

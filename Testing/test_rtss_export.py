@@ -22,7 +22,7 @@ from RTSSBridgeLib.rtss_import import import_rtss
 from RTSSBridgeLib.structures import ReferenceGrid, Roi
 
 from .conftest import require_tool
-from .rtss_cases import GRIDS, hard_masks, write_series
+from .rtss_cases import GRIDS, hard_masks, run_cli_in_fresh_process, write_series
 
 
 @pytest.fixture(scope="session")
@@ -322,8 +322,6 @@ def test_export_from_mask_files_imports_neither_pydicom_nor_nibabel(series, tmp_
     """R-5.7 (speed): ``mmanno rtss export MASK.nii... --series CT`` reads the masks, the series
     headers and writes the structure set without importing pydicom, nibabel, jsonschema or scipy
     (their imports were 0.15-0.3 s of a 1.4 s export), and the file is exact."""
-    import sys
-
     from RTSSBridgeLib.nifti import write_nifti
 
     folder, grid = series["oblique"]
@@ -333,12 +331,8 @@ def test_export_from_mask_files_imports_neither_pydicom_nor_nibabel(series, tmp_
         assert roi.mask is not None
         paths.append(str(tmp_path / f"{roi.name}.nii"))
         write_nifti(paths[-1], roi.mask.full().astype(np.uint8), grid.geometry)
-    code = ("import sys; from MultiModalAnnotationLib.cli import main; "
-            f"rc = main(['rtss', 'export', *{paths!r}, '--series', {str(folder)!r}, "
-            f"'--out', {str(tmp_path / 'rt.dcm')!r}, '--quiet']); "
-            "print(rc, sorted(m for m in ('pydicom', 'nibabel', 'jsonschema', 'scipy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "0 []", out
+    assert run_cli_in_fresh_process(["rtss", "export", *paths, "--series", str(folder),
+                                     "--out", str(tmp_path / "rt.dcm"), "--quiet"]) == (0, [])
     back = import_rtss(tmp_path / "rt.dcm", folder)
     for original, imported in zip(rois, back.rois):
         assert original.mask is not None and imported.mask is not None and original.mask.same_as(imported.mask)
