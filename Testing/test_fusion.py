@@ -193,6 +193,59 @@ def test_registration_refuses_bad_input(synthetic: Tuple[FusionImage, FusionImag
         read_image(tmp_path / "x.txt")
 
 
+def test_registration_parameters_per_level_iterations_and_sampled_metric_record() -> None:
+    """R-6.5: one iteration count per level (an int means every level), every setting recorded,
+    the metric before/after named as sampled."""
+    p = registration.RegistrationParameters(iterations=50)
+    assert p.iterations == (50, 50, 50)
+    assert registration.RegistrationParameters().iterations == (300, 200, 60)
+    assert p.replace(shrink_factors=(2,), smoothing_sigmas_mm=(1.0,)).iterations == (50,)
+    data = registration.RegistrationParameters().to_dict()
+    assert data["iterations"] == [300, 200, 60] and data["samples"] == 3000 and data["draw_iterations"] == 5
+    assert "sampled" in data["metric_evaluation"] and "40000" in data["metric_evaluation"]
+    with pytest.raises(InputError, match=r"iterations: must be 1\.\.10000 per level \(3 level"):
+        registration.RegistrationParameters(iterations=(100, 100))
+    with pytest.raises(InputError, match="step_decay: must be in"):
+        registration.RegistrationParameters(step_decay=0.0)
+    with pytest.raises(InputError, match="finest_fixed_bin: must be 1..8"):
+        registration.RegistrationParameters(finest_fixed_bin=0)
+    with pytest.raises(InputError, match="draw_iterations: must be 1..1000"):
+        registration.RegistrationParameters(draw_iterations=0)
+
+
+def test_pyramid_bins_by_physical_size_averages_blocks_and_keeps_four_voxels() -> None:
+    """The pyramid is built once on binned images: a 3.5 mm slice axis is not binned at 2 or 4 x
+    0.94 mm, blocks are averaged, and at least 4 voxels remain along every axis."""
+    import SimpleITK as sitk
+
+    mr = sitk.GetImageFromArray(np.zeros((40, 32, 32), np.float32))
+    mr.SetSpacing((0.9375, 0.9375, 3.5))
+    assert registration._bin(mr, 2, 0.9375).GetSize() == (16, 16, 40)
+    assert registration._bin(mr, 4, 0.9375).GetSize() == (8, 8, 40)
+    ramp = np.arange(5 * 6 * 200, dtype=np.float32).reshape(5, 6, 200)
+    thin = sitk.GetImageFromArray(ramp)
+    small = registration._bin(thin, 4, 1.0)
+    assert small.GetSize() == (50, 6, 5)  # 6 and 5 voxels cannot be binned by 4 and keep 4
+    assert np.allclose(sitk.GetArrayFromImage(small)[:, :, 0], ramp[:, :, :4].mean(axis=2))
+    assert registration._bin(thin, 1, 1.0) is thin
+
+
+def test_sampling_seeds_are_fixed_including_zero(synthetic: Tuple[FusionImage, FusionImage]) -> None:
+    """R-6.5: seed 0 is a fixed seed too (SimpleITK reads 0 as "wall clock"), the same seed gives
+    the same matrix, another seed another draw that still recovers the motion."""
+    assert registration._seed(0) == 1 and registration._seed(2**31 - 1) == 2
+    a = registration.register(*synthetic, FAST.replace(seed=0))
+    b = registration.register(*synthetic, FAST.replace(seed=0))
+    c = registration.register(*synthetic, FAST.replace(seed=1))
+    assert np.max(np.abs(a.matrix_lps - b.matrix_lps)) < 1e-6
+    assert np.max(np.abs(a.matrix_lps - c.matrix_lps)) > 1e-6
+    points = np.array([[0.0, 0.0, 0.0], [20.0, -25.0, 10.0], [-25.0, 30.0, -15.0]])
+    truth = (np.c_[points, np.ones(3)] @ MOTION.T)[:, :3]
+    for result in (a, c):
+        assert np.max(np.linalg.norm(registration.map_points(result.transform, points) - truth, axis=1)) < 1.0
+        assert "draws of" in result.stop_condition
+
+
 # --------------------------------------------------------------------------- errors
 def test_landmark_files_are_validated(tmp_path: Path) -> None:
     """Landmark JSON follows the landmarks schema; names pair the points."""
