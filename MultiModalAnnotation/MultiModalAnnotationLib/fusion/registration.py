@@ -452,8 +452,8 @@ def _stochastic_level(p: RegistrationParameters, fixed: sitk.Image, moving: sitk
         transform.SetParameters(tuple(float(v) for v in position))
         positions.append(position)
     if average > 1:
-        mean = np.round(np.mean(np.stack(positions[-min(average, len(positions)):]), axis=0), 6)
-        transform.SetParameters(tuple(float(v) for v in mean))
+        mean: np.ndarray = np.round(np.stack(positions[-min(average, len(positions)):]).mean(axis=0), 6)
+        transform.SetParameters(tuple(float(v) for v in mean.tolist()))
     return f"{draws} draws of {p.samples} samples, last: {stop}", done
 
 
