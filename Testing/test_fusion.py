@@ -207,9 +207,9 @@ def test_registration_parameters_per_level_iterations_and_sampled_metric_record(
         registration.RegistrationParameters(iterations=(100, 100))
     with pytest.raises(InputError, match="step_decay: must be in"):
         registration.RegistrationParameters(step_decay=0.0)
-    with pytest.raises(InputError, match="finest_fixed_bin: must be 1..8"):
+    with pytest.raises(InputError, match=r"finest_fixed_bin: must be 1\.\.8"):
         registration.RegistrationParameters(finest_fixed_bin=0)
-    with pytest.raises(InputError, match="draw_iterations: must be 1..1000"):
+    with pytest.raises(InputError, match=r"draw_iterations: must be 1\.\.1000"):
         registration.RegistrationParameters(draw_iterations=0)
 
 
