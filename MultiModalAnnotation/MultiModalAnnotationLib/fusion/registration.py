@@ -71,7 +71,10 @@ class RegistrationParameters:
     ``finest_fixed_bin`` (the moving image stays at full resolution) and returns the mean of the
     positions after its last ``average_draws`` draws. ``metric_samples`` seeded positions of the
     fixed image binned by ``finest_fixed_bin`` give ``metric_before`` / ``metric_after`` and decide
-    whether the affine stage (``affine_iterations`` at the middle level) is kept.
+    whether the affine stage (``affine_iterations`` at the middle level) is kept. With
+    ``crop_fraction`` > 0 the fixed image is first cropped to :func:`content_box` (voxels above its
+    minimum + ``crop_fraction`` of the range up to its 99th percentile, ``crop_margin`` voxels around),
+    so that no samples fall on the air around the body.
     """
 
     mode: str = "rigid"
@@ -87,6 +90,8 @@ class RegistrationParameters:
     step_decay: float = 0.2
     average_draws: int = 6
     finest_fixed_bin: int = 2
+    crop_fraction: float = 0.1
+    crop_margin: int = 4
     affine_iterations: int = 60
     metric_samples: int = 40000
     bspline_mesh: Tuple[int, int, int] = (6, 6, 6)
@@ -118,6 +123,8 @@ class RegistrationParameters:
             (0.0 < self.step_decay <= 1.0, "step_decay", f"must be in (0, 1], got {self.step_decay}"),
             (0 <= self.average_draws <= 1000, "average_draws", f"must be 0..1000, got {self.average_draws}"),
             (1 <= self.finest_fixed_bin <= 8, "finest_fixed_bin", f"must be 1..8, got {self.finest_fixed_bin}"),
+            (0.0 <= self.crop_fraction < 1.0, "crop_fraction", f"must be in [0, 1), got {self.crop_fraction}"),
+            (0 <= self.crop_margin <= 1000, "crop_margin", f"must be 0..1000, got {self.crop_margin}"),
             (1 <= self.affine_iterations <= 10000, "affine_iterations", "must be 1..10000"),
             (1000 <= self.metric_samples <= 10_000_000, "metric_samples", "must be 1000..10000000"),
             (1000 <= self.bspline_samples <= 10_000_000, "bspline_samples", "must be 1000..10000000"),
@@ -135,7 +142,9 @@ class RegistrationParameters:
         for key in ("shrink_factors", "smoothing_sigmas_mm", "bspline_mesh", "iterations"):
             data[key] = list(data[key])
         data["metric_evaluation"] = (f"Mattes MI at {self.metric_samples} seeded positions of the fixed image binned "
-                                     f"by {self.finest_fixed_bin} (sampled), unsmoothed moving image")
+                                     f"by {self.finest_fixed_bin}"
+                                     f"{' and cropped to its content box' if self.crop_fraction > 0 else ''} "
+                                     "(sampled), unsmoothed moving image")
         return data
 
     def replace(self, **changes: Any) -> RegistrationParameters:
@@ -319,6 +328,51 @@ def _prepare(image: FusionImage) -> sitk.Image:
     return to_sitk(image.voxels, image.geometry)
 
 
+def content_box(voxels: np.ndarray, fraction: float = 0.1, margin: int = 4) -> Tuple[Tuple[int, int, int],
+                                                                                     Tuple[int, int, int]]:
+    """The box (start, size; ITK order i, j, k) around the voxels above ``min + fraction * (p99 - min)``
+    with ``margin`` voxels around it, clipped to the array: the body or head without the air around
+    it on MR (dark background), CT (air at -1000 HU; with -2000 HU padding outside the reconstruction
+    circle only the padding is cut, as air then lies above the threshold) and PET (zero background).
+    The whole array when nothing lies above the threshold. The 99th percentile of every second
+    voxel along each axis (0.01 s on mr-brain-mets instead of 0.12 s for all voxels).
+
+    Why: mr-brain-mets T2W -> T1W+C, rigid, 5 sampling seeds: TRE 0.29 0.16 0.21 0.20 0.15 mm (mean
+    0.20) cropped at 0.1 with a 4-voxel margin, vs 0.29 0.29 0.28 0.28 0.27 (0.28) uncropped, same time.
+    """
+    a = np.asarray(voxels)
+    lo = float(a.min())
+    high = float(np.percentile(a[::2, ::2, ::2], 99))
+    shape = np.asarray(a.shape)
+    full = (tuple(int(v) for v in [0, 0, 0]), tuple(int(v) for v in shape[::-1]))
+    if not high > lo:
+        return full  # type: ignore[return-value]
+    inside = a > lo + fraction * (high - lo)
+    axes = []
+    for axis in range(3):
+        other = tuple(x for x in range(3) if x != axis)
+        hit = np.flatnonzero(inside.any(axis=other))
+        if hit.size == 0:
+            return full  # type: ignore[return-value]
+        axes.append((max(0, int(hit[0]) - margin), min(int(shape[axis]), int(hit[-1]) + margin + 1)))
+    start = tuple(axes[axis][0] for axis in (2, 1, 0))
+    size = tuple(axes[axis][1] - axes[axis][0] for axis in (2, 1, 0))
+    return start, size  # type: ignore[return-value]
+
+
+def _crop(image: FusionImage, f_img: sitk.Image, p: RegistrationParameters) -> sitk.Image:
+    import SimpleITK as sitk
+
+    if p.crop_fraction <= 0:
+        return f_img
+    start, size = content_box(image.voxels, p.crop_fraction, p.crop_margin)
+    size = tuple(max(s, min(4, full)) for s, full in zip(size, f_img.GetSize()))
+    start = tuple(min(st, full - s) for st, s, full in zip(start, size, f_img.GetSize()))
+    if tuple(size) == tuple(f_img.GetSize()):
+        return f_img
+    return sitk.RegionOfInterest(f_img, [int(v) for v in size], [int(v) for v in start])
+
+
 def _bin(image: sitk.Image, factor: int, base_mm: float, max_voxels: Optional[int] = None) -> sitk.Image:
     """``image`` averaged over blocks of about ``factor * base_mm`` (per axis: an axis whose voxels
     are already that coarse is kept; at least 4 voxels remain along every axis). With
@@ -474,6 +528,7 @@ def register(fixed: FusionImage, moving: FusionImage, params: Optional[Registrat
             raise InputError(f"the {name} image has {list(img.GetSize())} voxels; rule: at least 4 along each axis "
                              "for a multi-resolution registration", file=getattr(fixed if name == "fixed" else
                                                                                   moving, "source", None) or None)
+    f_img = _crop(fixed, f_img, p)
     if initial is not None:
         init = _from_matrix(sitk.Euler3DTransform(), transform_matrix_lps(initial), f_img, rigid=True)
     else:
