@@ -19,8 +19,8 @@ interleaved with itk-elastix's default maps, 2 threads each; numbers and the tab
 setting tried in benchmarks/README.md): see ``Speed and accuracy`` there. In short: the previous
 scheme (one draw of 40 000 samples per level, 1 mm steps, convergence window) took 1.74x / 2.84x
 elastix's time for rigid / affine at 0.87 mm seed-averaged TRE (elastix 0.59 mm); this one is
-0.57x / 0.62x elastix's time (2026-11-22 07:43 UTC run) at 0.29 mm TRE on the default seed and
-0.28 mm over five seeds (elastix rigid 0.59 / 0.59 mm, affine 1.31 / 1.41 mm).
+0.47x / 0.58x elastix's time (2026-11-22 07:51 UTC run, load ~1.1) at 0.29 mm TRE on the default
+seed and 0.20 mm over five seeds (elastix rigid 0.59 / 0.59 mm, affine 1.31 / 1.41 mm).
 
 Direction (as ITK): the transform maps a point of the *fixed* image (LPS mm) to the same
 anatomical point in the *moving* image: ``p_moving = matrix_lps @ p_fixed``. Resampling the
