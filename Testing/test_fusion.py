@@ -193,6 +193,116 @@ def test_registration_refuses_bad_input(synthetic: Tuple[FusionImage, FusionImag
         read_image(tmp_path / "x.txt")
 
 
+def test_registration_parameters_per_level_iterations_and_sampled_metric_record() -> None:
+    """R-6.5: one iteration count per level (an int means every level), every setting recorded,
+    the metric before/after named as sampled."""
+    p = registration.RegistrationParameters(iterations=50)
+    assert p.iterations == (50, 50, 50)
+    assert registration.RegistrationParameters().iterations == (300, 200, 60)
+    assert p.replace(shrink_factors=(2,), smoothing_sigmas_mm=(1.0,)).iterations == (50,)
+    data = registration.RegistrationParameters().to_dict()
+    assert data["iterations"] == [300, 200, 60] and data["samples"] == 3000 and data["draw_iterations"] == 5
+    assert "sampled" in data["metric_evaluation"] and "40000" in data["metric_evaluation"]
+    with pytest.raises(InputError, match=r"iterations: must be 1\.\.10000 per level \(3 level"):
+        registration.RegistrationParameters(iterations=(100, 100))
+    with pytest.raises(InputError, match="step_decay: must be in"):
+        registration.RegistrationParameters(step_decay=0.0)
+    with pytest.raises(InputError, match=r"finest_fixed_bin: must be 1\.\.8"):
+        registration.RegistrationParameters(finest_fixed_bin=0)
+    with pytest.raises(InputError, match=r"draw_iterations: must be 1\.\.1000"):
+        registration.RegistrationParameters(draw_iterations=0)
+    with pytest.raises(InputError, match=r"crop_fraction: must be in \[0, 1\)"):
+        registration.RegistrationParameters(crop_fraction=1.0)
+
+
+def test_pyramid_bins_by_physical_size_averages_blocks_and_keeps_four_voxels() -> None:
+    """The pyramid is built once on binned images: a 3.5 mm slice axis is not binned at 2 or 4 x
+    0.94 mm, blocks are averaged, and at least 4 voxels remain along every axis."""
+    import SimpleITK as sitk
+
+    mr = sitk.GetImageFromArray(np.zeros((40, 32, 32), np.float32))
+    mr.SetSpacing((0.9375, 0.9375, 3.5))
+    assert registration._bin(mr, 2, 0.9375).GetSize() == (16, 16, 40)
+    assert registration._bin(mr, 4, 0.9375).GetSize() == (8, 8, 40)
+    ramp = np.arange(5 * 6 * 200, dtype=np.float32).reshape(5, 6, 200)
+    thin = sitk.GetImageFromArray(ramp)
+    small = registration._bin(thin, 4, 1.0)
+    assert small.GetSize() == (50, 6, 5)  # 6 and 5 voxels cannot be binned by 4 and keep 4
+    assert np.allclose(sitk.GetArrayFromImage(small)[:, :, 0], ramp[:, :, :4].mean(axis=2))
+    assert registration._bin(thin, 1, 1.0) is thin
+
+
+def _body(shape: Tuple[int, int, int], box: Tuple[slice, slice, slice], background: float, body: float,
+          seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, abs(body - background) * 0.01, shape).astype(np.float32)
+    a = np.full(shape, background, np.float32) + noise
+    a[box] = body + rng.normal(0.0, abs(body - background) * 0.05, a[box].shape)
+    return a
+
+
+@pytest.mark.parametrize("modality", ["MR", "CT", "CT padded", "PET", "empty"])
+def test_content_box_finds_the_body_on_mr_ct_and_pet(modality: str) -> None:
+    """The fixed image is cropped to its content so that no samples fall on air: MR (dark noisy
+    background, bright spots), CT (air -1000 HU; with -2000 HU padding outside the reconstruction
+    circle the air lies above the threshold and is kept), PET (zero background, a hot lesion); a flat
+    image is kept whole."""
+    shape = (30, 40, 50)  # k, j, i
+    box = (slice(5, 25), slice(8, 30), slice(10, 41))
+    if modality == "MR":
+        a = _body(shape, box, 5.0, 400.0)
+        a[12, 15, 20] = 2000.0
+    elif modality.startswith("CT"):
+        a = _body(shape, box, -1000.0, 40.0)
+        a[10:12, 10:14, 15:20] = 1200.0  # bone
+        if modality == "CT padded":
+            a[:, :3, :] = -2000.0
+    elif modality == "PET":
+        a = np.abs(_body(shape, box, 0.0, 2.0))
+        a[14:16, 18:20, 25:27] = 30.0
+    else:
+        a = np.full(shape, 7.0, np.float32)
+    start, size = registration.content_box(a, 0.1, 2)
+    if modality == "CT padded":  # the air is kept, only the padding rows (j 0..2, 2 voxels around) go
+        assert (start, size) == ((0, 1, 0), (50, 39, 30))
+    elif modality == "empty":
+        assert (start, size) == ((0, 0, 0), (50, 40, 30))
+    else:
+        assert start == (8, 6, 3) and size == (35, 26, 24)  # i 10..40, j 8..29, k 5..24, 2 voxels around
+
+
+def test_cropping_keeps_the_geometry_exact(synthetic: Tuple[FusionImage, FusionImage]) -> None:
+    """R-7.4: cropping the fixed image changes where samples fall, not the physical frame: cropped and
+    uncropped registrations agree within 0.5 mm and both recover the oblique motion within 1 mm."""
+    points = np.array([[0.0, 0.0, 0.0], [20.0, -25.0, 10.0], [-25.0, 30.0, -15.0]])
+    truth = (np.c_[points, np.ones(3)] @ MOTION.T)[:, :3]
+    cropped = registration.register(*synthetic, FAST)
+    whole = registration.register(*synthetic, FAST.replace(crop_fraction=0.0))
+    assert cropped.parameters.to_dict()["metric_evaluation"].count("cropped") == 1
+    assert "cropped" not in whole.parameters.to_dict()["metric_evaluation"]
+    for result in (cropped, whole):
+        assert np.max(np.linalg.norm(registration.map_points(result.transform, points) - truth, axis=1)) < 1.0
+    a = registration.map_points(cropped.transform, points)
+    b = registration.map_points(whole.transform, points)
+    assert np.max(np.linalg.norm(a - b, axis=1)) < 0.5
+
+
+def test_sampling_seeds_are_fixed_including_zero(synthetic: Tuple[FusionImage, FusionImage]) -> None:
+    """R-6.5: seed 0 is a fixed seed too (SimpleITK reads 0 as "wall clock"), the same seed gives
+    the same matrix, another seed another draw that still recovers the motion."""
+    assert registration._seed(0) == 1 and registration._seed(2**31 - 1) == 2
+    a = registration.register(*synthetic, FAST.replace(seed=0))
+    b = registration.register(*synthetic, FAST.replace(seed=0))
+    c = registration.register(*synthetic, FAST.replace(seed=1))
+    assert np.max(np.abs(a.matrix_lps - b.matrix_lps)) < 1e-6
+    assert np.max(np.abs(a.matrix_lps - c.matrix_lps)) > 1e-6
+    points = np.array([[0.0, 0.0, 0.0], [20.0, -25.0, 10.0], [-25.0, 30.0, -15.0]])
+    truth = (np.c_[points, np.ones(3)] @ MOTION.T)[:, :3]
+    for result in (a, c):
+        assert np.max(np.linalg.norm(registration.map_points(result.transform, points) - truth, axis=1)) < 1.0
+        assert "draws of" in result.stop_condition
+
+
 # --------------------------------------------------------------------------- errors
 def test_landmark_files_are_validated(tmp_path: Path) -> None:
     """Landmark JSON follows the landmarks schema; names pair the points."""

@@ -56,7 +56,8 @@ def register(subparsers: Any) -> None:
                         "markups point lists (.mrk.json, LPS or RAS)")
     p.add_argument("--threshold", type=_threshold, default=3.0, metavar="MM",
                    help="largest acceptable TRE / residual translation in mm (3-5, default 3; 8.4.1.5)")
-    p.add_argument("--iterations", type=int, default=100, help="iterations per level (default 100)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="iterations at every pyramid level (default 300, 200, 60 from coarse to fine)")
     p.add_argument("--seed", type=int, default=None, help="metric sampling seed (default: the fixed project seed)")
     p.add_argument("--no-residual", action="store_true", help="skip the image-based residual re-registration")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -110,7 +111,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from .fusion.registration import TRANSFORM_SUFFIXES, RegistrationParameters, register, write_transform
     from .schemas import schema_id, schema_problems
 
-    if args.iterations < 1:
+    if args.iterations is not None and args.iterations < 1:
         raise InputError(f"must be >= 1, got {args.iterations}", field="--iterations")
     if not str(args.out).lower().endswith(TRANSFORM_SUFFIXES):
         raise InputError(f"unknown transform file type; rule: one of {', '.join(TRANSFORM_SUFFIXES)}",
@@ -121,7 +122,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
     fixed = read_image(args.fixed)
     moving = read_image(args.moving)
     progress(1, 4)
-    options: Dict[str, Any] = {"mode": args.mode, "initialisation": args.init, "iterations": args.iterations}
+    options: Dict[str, Any] = {"mode": args.mode, "initialisation": args.init}
+    if args.iterations is not None:
+        options["iterations"] = args.iterations
     if args.seed is not None:
         options["seed"] = args.seed
     result = register(fixed, moving, RegistrationParameters(**options))

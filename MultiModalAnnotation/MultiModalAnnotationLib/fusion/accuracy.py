@@ -175,9 +175,11 @@ class Residual:
                 "elapsed_s": round(self.elapsed_s, 3)}
 
 
-#: The residual step: one level at half resolution, a few iterations (measured 0.8-1.5 s on the MR sample).
+#: The residual step: one level at half resolution, 40 iterations (8 draws), measured 1.2-1.5 s on the
+#: MR sample. No averaging of the last draws: the residual reports where the short run ends, not a
+#: mean that lags behind it (MR sample unregistered: 4.65 mm / 1.75 deg without, 1.33 deg with it).
 RESIDUAL_PARAMETERS = RegistrationParameters(mode="rigid", initialisation="identity", shrink_factors=(2,),
-                                             smoothing_sigmas_mm=(1.0,), iterations=40)
+                                             smoothing_sigmas_mm=(1.0,), iterations=40, average_draws=0)
 
 
 def image_residual(fixed: FusionImage, moving: FusionImage, transform: Any,
