@@ -139,15 +139,12 @@ def crossings(polygon_k: np.ndarray, offsets: np.ndarray, points: np.ndarray,
     return Toggles((k0, r0, c0), (k1 - k0, height, width), unique[(hits & 1).astype(bool)])
 
 
-def fill_toggles(toggles: Optional[Toggles], shape_kji: Tuple[int, int, int],
-                 buffer: Optional[np.ndarray] = None) -> RoiMask:
-    """The second half of :func:`rasterise_arrays`: the mask from its crossings. ``buffer`` (uint8,
-    zeros, at least :func:`box_bytes` long) receives the box instead of a new array."""
+def fill_toggles(toggles: Optional[Toggles], shape_kji: Tuple[int, int, int]) -> RoiMask:
+    """The second half of :func:`rasterise_arrays`: the mask from its crossings."""
     if toggles is None:
         return RoiMask.empty(shape_kji)
     depth, height, width = toggles.box_shape
-    n = depth * height * width
-    flips = np.zeros(n, dtype=np.uint8) if buffer is None else buffer[:n]
+    flips = np.zeros(depth * height * width, dtype=np.uint8)
     flips[toggles.flat] = 1
     box = flips.reshape(depth, height, width)
     words = box.view(np.uint64) if width % 8 == 0 else box
@@ -156,11 +153,6 @@ def fill_toggles(toggles: Optional[Toggles], shape_kji: Tuple[int, int, int],
     # The box spans the crossings, so it is tight up to an empty margin row at most; shrinking it
     # would cost three more passes over the box (0.1 s for a body contour) and gain nothing.
     return RoiMask(shape_kji, toggles.origin, inside)
-
-
-def box_bytes(toggles: Optional[Toggles]) -> int:
-    """Bytes :func:`fill_toggles` needs for the box of ``toggles``."""
-    return 0 if toggles is None else int(np.prod(toggles.box_shape))
 
 
 @dataclass(frozen=True)

@@ -131,8 +131,7 @@ class RoiMask:
 
     __slots__ = ("_count", "data", "offset", "shape")
 
-    def __init__(self, shape: Sequence[int], offset: Sequence[int], data: np.ndarray,
-                 count: Optional[int] = None) -> None:
+    def __init__(self, shape: Sequence[int], offset: Sequence[int], data: np.ndarray) -> None:
         shape_t = tuple(int(s) for s in shape)
         offset_t = tuple(int(o) for o in offset)
         arr = np.asarray(data)
@@ -149,8 +148,7 @@ class RoiMask:
         self.shape: ShapeKJI = (shape_t[0], shape_t[1], shape_t[2])
         self.offset: ShapeKJI = (offset_t[0], offset_t[1], offset_t[2]) if arr.size else (0, 0, 0)
         self.data: np.ndarray = arr if arr.size else np.zeros((0, 0, 0), dtype=bool)
-        # the data is never changed after construction; ``count`` is for a caller that counted already
-        self._count: Optional[int] = count
+        self._count: Optional[int] = None  # the data is never changed after construction
 
     # ------------------------------------------------------------------ construction
     @classmethod

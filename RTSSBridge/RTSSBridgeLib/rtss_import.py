@@ -563,9 +563,8 @@ def _roi_job(record: RoiRecord, grid: ReferenceGrid, uid_index: Dict[str, int],
     return _roi_from_record(record, grid, uid_index, ijk, defer)
 
 
-def _finish(roi: Roi, toggles: Optional[Toggles], shape: Tuple[int, int, int],
-            buffer: Optional[np.ndarray] = None) -> Roi:
-    roi.mask = fill_toggles(toggles, shape, buffer)
+def _finish(roi: Roi, toggles: Optional[Toggles], shape: Tuple[int, int, int]) -> Roi:
+    roi.mask = fill_toggles(toggles, shape)
     if roi.mask.is_empty():
         roi.add(RoiProblemCode.EMPTY_MASK, Severity.WARNING,
                 "no voxel centre of the series lies inside the ROI's contours: the ROI is kept, empty")
