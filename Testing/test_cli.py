@@ -249,11 +249,17 @@ def test_parser_of_one_command_is_the_full_parsers_subparser() -> None:
 
 def test_console_entry_point_uses_one_blas_thread_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ``mmanno`` script (``cli.run``) defaults OPENBLAS_NUM_THREADS to 1 (start-up time, and a
-    fork-safe ``rtss import``) and keeps a value the user set."""
+    fork-safe ``rtss import``) and keeps a value the user set; it leaves through os._exit with
+    main's status (test_console_script_runs checks that the output is all there)."""
     from MultiModalAnnotationLib import cli
 
     seen: List[str] = []
     monkeypatch.setattr(cli, "main", lambda argv=None: seen.append(os.environ["OPENBLAS_NUM_THREADS"]) or 0)
+
+    def leave(code: int) -> None:  # run() ends with os._exit: here it must not end pytest
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", leave)
     for preset in (None, "4"):
         if preset is None:
             monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
@@ -271,8 +277,11 @@ def test_console_script_runs(samples: Dict[str, Path]) -> None:
     result = subprocess.run([*command, "inspect", str(samples["xray-ra"] / "dicom"), "--json", "--quiet"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = json.loads(result.stdout)  # the whole document arrives through the pipe (run() flushes)
     assert {e["modality"] for e in data} == {"CR"}
+    bad = subprocess.run([*command, "inspect", str(samples["xray-ra"] / "missing"), "--quiet"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 def test_sample_cli_writes_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
