@@ -129,6 +129,9 @@ elapsed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({'seconds': elapsed, 'peak_rss_mb': peak, 'baseline_rss_mb': baseline,
                   'stages': stages if tool == 'mmanno' else {}}))
+if tool == 'mmanno':  # the mmanno script (cli.run) leaves without the interpreter's teardown
+    sys.stdout.flush()
+    os._exit(0)
 """
 
 
