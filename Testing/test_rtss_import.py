@@ -563,6 +563,11 @@ def test_two_process_import_equals_one_process_and_survives_a_failing_child(  # 
         assert _roi_view(two) == _roi_view(one), path.name
         assert [p.to_dict() for p in two.problems] == [p.to_dict() for p in one.problems]
         assert "helper process failed" not in capfd.readouterr().err  # the child did its share
+    empty = tmp_path / "no-series"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no image series"):
+        import_rtss(ours, empty, processes=2)
+    assert "helper process failed" not in capfd.readouterr().err  # a failed scan is reported once, by the parent
     real_job = rtss_import._roi_job
 
     def failing_in_child(record, grid, uid_index, defer=False):  # type: ignore[no-untyped-def]
