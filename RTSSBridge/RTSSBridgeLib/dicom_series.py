@@ -460,8 +460,8 @@ def _frames_of(ds: Dataset | rawread.RawView, path: str, pixels: PixelLocation, 
         n_frames_in_file=n_frames,
         fallback_spacing=None if pixel_spacing else _projection_spacing(ds),
     )
-    if isinstance(ds, rawread.RawView):  # the raw reader declines enhanced multi-frame files
-        return [dataclasses.replace(base, frame_index=index) for index in range(n_frames)]
+    if isinstance(ds, rawread.RawView):  # the raw reader reads single-frame files only
+        return [base]
     shared = _first_item(ds, "SharedFunctionalGroupsSequence") if 0x52009229 in ds else None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if 0x52009230 in ds else None
     if per_frame is None:  # single frame, or legacy multi-frame (US cine, NM...) sharing one geometry

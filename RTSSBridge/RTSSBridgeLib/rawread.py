@@ -123,26 +123,6 @@ def _tag_length(buf: bytes, pos: int) -> Tuple[int, int]:
     return (group << 16) | element, length
 
 
-def _element(buf: bytes, pos: int, implicit: bool) -> Tuple[int, int, int, bool, bool]:
-    """(tag, value start, length, is a sequence by VR, contents implicit) of the element at pos."""
-    if pos + 8 > len(buf):
-        raise Unreadable(f"file ends inside an element header at byte {pos}")
-    group, element = struct.unpack_from("<HH", buf, pos)
-    tag = (group << 16) | element
-    if implicit or group == 0xFFFE:
-        return tag, pos + 8, struct.unpack_from("<I", buf, pos + 4)[0], False, implicit
-    vr = buf[pos + 4:pos + 6]
-    if vr in _LONG_VRS:
-        if pos + 12 > len(buf):
-            raise Unreadable(f"file ends inside an element header at byte {pos}")
-        length = struct.unpack_from("<I", buf, pos + 8)[0]
-        # an explicit UN of undefined length is a sequence encoded in implicit VR (PS3.5 6.2.2)
-        return tag, pos + 12, length, vr == b"SQ", vr == b"UN" and length == UNDEFINED
-    if vr not in _SHORT_VRS:
-        raise Unreadable(f"unknown VR {vr!r} at byte {pos}")
-    return tag, pos + 8, struct.unpack_from("<H", buf, pos + 6)[0], False, False
-
-
 def _skip_sequence(buf: bytes, pos: int, implicit: bool) -> Tuple[int, int]:
     """Walk an undefined-length sequence value from ``pos``; (delimiter start, position after it)."""
     while True:
@@ -273,26 +253,14 @@ def _parse(buf: bytes, size: int, stop_tag: int) -> Optional[Part10]:
     if buf[128:132] != b"DICM":
         return None
     # File Meta Information: explicit VR little endian, group 0002 only
-    pos = 132
-    meta: Dict[int, Span] = {}
     try:
-        while True:
-            if pos + 8 > len(buf):
-                raise _NeedMore
-            group = struct.unpack_from("<H", buf, pos)[0]
-            if group != 0x0002:
-                break
-            tag, start, length, _sq, _imp = _element(buf, pos, False)
-            if length == UNDEFINED:
-                return None
-            if start + length > len(buf):
-                raise _NeedMore
-            meta[tag] = (start, start + length, False)
-            pos = start + length
+        meta, pos = parse_elements(buf, 132, len(buf), False, stop_tag=0x00030000)
     except Unreadable:
         if len(buf) < size:
             raise _NeedMore from None
         raise
+    if pos + 8 > len(buf) and len(buf) < size:  # the body's first element must be in the buffer too
+        raise _NeedMore
     meta_view = RawView(buf, meta, False, "ascii")
     try:
         syntax = meta_view.text(TRANSFER_SYNTAX_UID)

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import __version__
 from .contours import TracedLoops, trace
+from .deid.rawdicom import file_meta_bytes
 from .errors import InputError
 from .fileio import atomic_path
 from .geometry import ImageGeometry
@@ -373,13 +374,11 @@ def export_rtss(rois: Sequence[Roi], grid: ReferenceGrid, out_path: str | os.Pat
     top[0x30060020] = _sequence(0x30060020, roi_items)
     top[0x30060039] = _sequence(0x30060039, contour_items)
     top[0x30060080] = _sequence(0x30060080, observation_items)
-    meta = b"".join([
-        _element(0x00020001, b"OB", b"\x00\x01"), text(0x00020002, "UI", RTSTRUCT_SOP_CLASS_UID),
-        text(0x00020003, "UI", sop_uid), text(0x00020010, "UI", EXPLICIT_VR_LITTLE_ENDIAN),
-        text(0x00020012, "UI", IMPLEMENTATION_CLASS_UID), text(0x00020013, "SH", IMPLEMENTATION_VERSION_NAME)])
+    meta = file_meta_bytes(RTSTRUCT_SOP_CLASS_UID, sop_uid, EXPLICIT_VR_LITTLE_ENDIAN, IMPLEMENTATION_CLASS_UID,
+                           IMPLEMENTATION_VERSION_NAME)
     with atomic_path(out) as tmp, open(tmp, "wb") as fp:
         fp.write(b"\0" * 128 + b"DICM")
-        fp.write(_element(0x00020000, b"UL", struct.pack("<I", len(meta))) + meta)
+        fp.write(meta)
         for tag in sorted(top):
             fp.write(top[tag])
     result.written = {"sop_instance_uid": sop_uid, "series_instance_uid": series_uid,

@@ -96,9 +96,6 @@ class _Malformed(Exception):
 
 #: Sequences whose items are needed (all others are only skipped).
 _WANTED_SEQUENCES = {_CONTOUR_SEQUENCE, _CONTOUR_IMAGE_SEQUENCE}
-#: Sequences left for later: their value span is kept (an undefined length one is still walked to
-#: find its end, without keeping anything).
-_DEFERRED_SEQUENCES: frozenset = frozenset()
 Span = Tuple[int, int]
 Item = Dict[int, object]  # tag -> (start, end) span, or a list of items for a wanted sequence
 
@@ -110,7 +107,9 @@ class _Walker:
     looked for, never walked twice (walking twice made undefined-length files 4x slower).
     """
 
-    def __init__(self, buf: bytes, implicit: bool, deferred: frozenset = _DEFERRED_SEQUENCES) -> None:
+    def __init__(self, buf: bytes, implicit: bool, deferred: frozenset = frozenset()) -> None:
+        """``deferred``: sequences left for later - their value span is kept (one of undefined
+        length is still walked to find its end, keeping nothing)."""
         self.buf = buf
         self.size = len(buf)
         self.implicit = implicit

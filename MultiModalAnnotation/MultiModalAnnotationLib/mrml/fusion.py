@@ -24,9 +24,8 @@ import numpy as np
 import vtk
 
 from RTSSBridgeLib.geometry import lps_map_to_ras, ras_map_to_lps
-from RTSSBridgeLib.mrml.volumes import numpy_matrix, vtk_matrix
+from RTSSBridgeLib.mrml.volumes import ATTR_PREFIX, numpy_matrix, vtk_matrix
 
-ATTR_PREFIX = "MultiModalAnnotation."
 ATTR_DIRECTION = ATTR_PREFIX + "TransformDirection"
 ATTR_TRANSFORM_FILE = ATTR_PREFIX + "TransformFile"
 ATTR_MODE = ATTR_PREFIX + "RegistrationMode"

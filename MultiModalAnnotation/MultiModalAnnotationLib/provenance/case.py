@@ -147,6 +147,13 @@ class Case:
         return s
 
     # ------------------------------------------------------------------ checks
+    def _require(self, s: CaseState, state: State, actor: str, role: str, what: str, why: str = "") -> None:
+        """The case must be in ``state`` (else ``illegal``, with ``why`` added) and ``actor`` may act
+        as ``role`` for ``what``."""
+        if s.state != state:
+            raise illegal(s.case_id, s.state, role, what + why)
+        self._authorise(s, actor, role, what)
+
     def _authorise(self, s: CaseState, actor: str, role: str, what: str) -> None:
         problem = role_problem(s.task, actor, role)
         if problem:
@@ -398,9 +405,7 @@ class Case:
         with self.trail.transaction() as tx:
             s = self._begin(tx)
             role = "reviewer"
-            if s.state != State.IN_REVIEW:
-                raise illegal(s.case_id, s.state, role, "record a review opinion")
-            self._authorise(s, actor, role, "record a review opinion")
+            self._require(s, State.IN_REVIEW, actor, role, "record a review opinion")
             if not opinions:
                 raise InputError("a review gives at least one opinion (target=opinion)", field="opinions")
             clean = {str(k): check_opinion(v, f"opinions.{k}") for k, v in opinions.items()}
@@ -435,9 +440,7 @@ class Case:
         with self.trail.transaction() as tx:
             s = self._begin(tx)
             role = "arbiter"
-            if s.state != State.ARBITRATION:
-                raise illegal(s.case_id, s.state, role, "arbitrate")
-            self._authorise(s, actor, role, "arbitrate")
+            self._require(s, State.ARBITRATION, actor, role, "arbitrate")
             self._reason(reasons, "an arbitration decision")
             if actor in self._authors(s, [v.name for v in s.versions.values() if v.origin == "annotator"
                                           and v.round == s.annotation_round]):
@@ -490,9 +493,7 @@ class Case:
         with self.trail.transaction() as tx:
             s = self._begin(tx)
             role = "qc"
-            if s.state != State.QC:
-                raise illegal(s.case_id, s.state, role, "record a QC result")
-            self._authorise(s, actor, role, "record a QC result")
+            self._require(s, State.QC, actor, role, "record a QC result")
             if not passed:
                 self._reason(reason, "a failed QC result")
             details = {"passed": bool(passed), "version": s.current, "metrics": _clean(dict(metrics or {}))}
@@ -511,9 +512,7 @@ class Case:
         with self.trail.transaction() as tx:
             s = self._begin(tx)
             role = "administrator"
-            if s.state != State.QC:
-                raise illegal(s.case_id, s.state, role, "freeze")
-            self._authorise(s, actor, role, "freeze")
+            self._require(s, State.QC, actor, role, "freeze")
             passed = [q for q in s.qc_results if q["event"] > s.entered_state_seq]
             if not passed or not passed[-1]["passed"] or passed[-1]["version"] != s.current:
                 raise WorkflowError(f"case {s.case_id}: the current version {s.current} has no passing QC result; "
@@ -553,9 +552,7 @@ class Case:
         with self.trail.transaction() as tx:
             s = self._begin(tx)
             role = "administrator"
-            if s.state != State.FROZEN:
-                raise illegal(s.case_id, s.state, role, "file a change request (only a frozen case takes one)")
-            self._authorise(s, actor, role, "file a change request")
+            self._require(s, State.FROZEN, actor, role, "file a change request", " (only a frozen case takes one)")
             self._reason(reason, "a change request")
             if not any(r["release"] == release for r in s.releases):
                 raise InputError(f"case {s.case_id} has no release {release!r}", field="release")

@@ -21,8 +21,6 @@ import struct
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
-from pydicom import datadict
-
 from ..errors import DicomError
 
 UNDEFINED = 0xFFFFFFFF
@@ -47,6 +45,8 @@ def dictionary_vr(tag: int) -> str:
         if tag & 0x00010000:  # odd group: private
             vr = "UN" if (tag & 0xFFFF) > 0x00FF or (tag & 0xFFFF) < 0x0010 else "LO"
         else:
+            from pydicom import datadict  # here: writing a file meta header needs no dictionary
+
             try:
                 vr = datadict.dictionary_VR(tag)
             except KeyError:
